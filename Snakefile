@@ -1,0 +1,16 @@
+# ngprecomputed: sample sheet in, Neuroglancer precomputed datasets out.
+# Every path below is resolved from this file's folder, so the workflow also runs as a module.
+from snakemake.utils import min_version, validate
+
+
+min_version("9.0")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/volume.smk"
+
+
+rule all:
+    input:
+        all_targets,
+    default_target: True

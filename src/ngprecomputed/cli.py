@@ -1,0 +1,147 @@
+"""``ngprecomputed``: one subcommand per stage, as the workflow's rules call them.
+
+Every stage can be run and debugged by hand, without Snakemake. Input errors print one line and
+exit with status 1; anything else is a bug and shows its traceback.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import InputError
+from .plan import Options, Plan, chunk_counts, make_plan
+from .sources import open_source
+
+log = logging.getLogger("ngprecomputed")
+
+
+def options_from_json(text: str) -> Options:
+    d = json.loads(text) if text else {}
+    if d.get("chunk_size"):
+        d["chunk_size"] = tuple(d["chunk_size"])
+    return Options(**d)
+
+
+def options_to_json(options: Options) -> str:
+    return json.dumps(dataclasses.asdict(options), sort_keys=True)
+
+
+def cmd_plan(a) -> None:
+    plan = make_plan(a.dataset, open_source(a.source), options_from_json(a.options))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    from .store import write_atomic
+
+    write_atomic(a.out, plan.to_json().encode())
+    jobs = sum(len(s.slabs) for s in plan.stages)
+    log.info("%s: %s %s x%d, %d scales, %d jobs in %d stages", plan.dataset, plan.type,
+             plan.data_type, plan.num_channels, len(plan.scales), jobs, len(plan.stages))
+
+
+def cmd_gzindex(a) -> None:
+    from .sources.volume import build_gzip_index
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    build_gzip_index(a.source, a.out)
+
+
+def cmd_build(a) -> None:
+    from .pyramid import build_slab
+
+    build_slab(Plan.load(a.plan), a.root, a.stage, a.slab, a.manifest, a.gzip_index)
+
+
+def cmd_finalize(a) -> None:
+    from .store import write_atomic
+
+    plan = Plan.load(a.plan)
+    a.root.mkdir(parents=True, exist_ok=True)
+    write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
+    write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())  # last
+    log.info("%s: wrote %s", plan.dataset, a.root / "info")
+
+
+def cmd_stats(a) -> None:
+    from .sheet import load_sheet
+
+    if a.input.suffix == ".csv":
+        items = [(d.name, d.path, d.options) for d in load_sheet(a.input, Options(
+            voxels_per_job=a.voxels_per_job))]
+    else:
+        items = [(a.input.name, a.input, Options(type=a.type, voxels_per_job=a.voxels_per_job))]
+    print(f"{'dataset':<24} {'scale':<28} {'size':<18} {'chunk':<14} {'files':>8} {'MiB':>10}")
+    for name, path, opts in items:
+        plan = make_plan(name, open_source(path), opts)
+        for row in chunk_counts(plan):
+            size = "x".join(map(str, row["size"]))
+            chunk = "x".join(map(str, row["chunk"]))
+            print(f"{name:<24} {row['key']:<28} {size:<18} {chunk:<14} {row['files']:>8} "
+                  f"{row['bytes'] / 2**20:>10.1f}")
+        jobs = sum(len(s.slabs) for s in plan.stages)
+        print(f"{name:<24} {'(pyramid jobs)':<28} {jobs}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ngprecomputed", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--log", type=Path, help="also write the log to this file")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("plan", help="plan a dataset from its source header (writes plan JSON)")
+    s.add_argument("source", type=Path)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--options", default="{}", help="per-dataset options as JSON")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("gzindex", help="index a gzip-compressed source for random access")
+    s.add_argument("source", type=Path)
+    s.add_argument("out", type=Path)
+    s.set_defaults(func=cmd_gzindex)
+
+    s = sub.add_parser("build", help="write one slab of one pyramid stage")
+    s.add_argument("plan", type=Path)
+    s.add_argument("--stage", type=int, required=True)
+    s.add_argument("--slab", type=int, required=True)
+    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
+    s.add_argument("--manifest", type=Path, required=True)
+    s.add_argument("--gzip-index", type=Path)
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("finalize", help="write transform.json and, last, the info file")
+    s.add_argument("plan", type=Path)
+    s.add_argument("--root", type=Path, required=True)
+    s.set_defaults(func=cmd_finalize)
+
+    s = sub.add_parser("stats", help="scales, chunks, files and bytes before anything is written")
+    s.add_argument("input", type=Path, help="a sample sheet (.csv) or a volume file")
+    s.add_argument("--type", choices=["image", "segmentation"], default="image")
+    s.add_argument("--voxels-per-job", type=int, default=Options.voxels_per_job)
+    s.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if args.log:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        handlers = [logging.FileHandler(args.log, mode="w")]
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        handlers=handlers,
+    )
+    try:
+        args.func(args)
+    except InputError as e:
+        log.error("%s", e)
+        print(f"ngprecomputed: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""What a dataset will be, decided from the source header alone: data type, scales, stages, slabs.
+
+The pyramid is anisotropy-aware (the finest axes are halved first, until near-isotropic, then all),
+with chunks of about ``chunk_voxels`` shaped to each scale's voxel size, down to a scale that fits
+in one chunk.
+
+Work is cut into *stages* and *slabs*. A stage makes a run of scales ``first..last`` from the scale
+above it (stage 0 from the source). A slab is a chunk-aligned box of the stage's coarsest scale;
+one job reads the matching box of its input (at most ``voxels_per_job`` voxels) once and writes
+every scale of the stage for it. Small volumes are one job; big ones fan out over y and z.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .chunks import Box, Grid, clip, voxels
+from .errors import InputError
+from .sources.volume import is_gzip
+
+NG_DATA_TYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "float32")
+LABEL_DATA_TYPES = ("uint8", "uint16", "uint32", "uint64")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-dataset settings: a sample-sheet row merged with the config defaults."""
+
+    type: str = "image"
+    data_type: str | None = None
+    chunk_size: tuple[int, int, int] | None = None
+    max_scales: int | None = None
+    input_min: float | None = None
+    input_max: float | None = None
+    encoding: str = "raw"
+    gzip: bool = False
+    chunk_voxels: int = 64**3
+    voxels_per_job: int = 2**27
+
+
+@dataclass(frozen=True)
+class Scale:
+    key: str
+    size: tuple[int, int, int]
+    resolution: tuple[float, float, float]
+    chunk: tuple[int, int, int]
+    factor: tuple[int, int, int]  # from the scale above; (1, 1, 1) for scale 0
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.size, self.chunk)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Scales ``first..last`` made from scale ``first - 1`` (or the source for stage 0)."""
+
+    first: int
+    last: int
+    slabs: list[Box]  # boxes of scale ``last``, chunk-aligned
+    needs: list[list[int]]  # per slab, the slabs of the previous stage it reads
+
+
+@dataclass
+class Plan:
+    dataset: str
+    source: str
+    type: str
+    data_type: str
+    num_channels: int
+    source_dtype: str
+    scaled: bool
+    encoding: str
+    gzip: bool
+    rescale: tuple[float, float] | None
+    transform: list[list[float]]
+    scales: list[Scale]
+    stages: list[Stage] = field(default_factory=list)
+    gzip_index: bool = False
+
+    def factor_between(self, fine: int, coarse: int) -> tuple[int, int, int]:
+        """Downsampling factor per axis from scale ``fine`` to scale ``coarse``."""
+        f = np.ones(3, dtype=np.int64)
+        for s in self.scales[fine + 1 : coarse + 1]:
+            f *= s.factor
+        return tuple(int(v) for v in f)
+
+    def box_at(self, box: Box, coarse: int, fine: int) -> Box:
+        """The box of scale ``fine`` that covers ``box`` of scale ``coarse``."""
+        f = self.factor_between(fine, coarse)
+        return clip(
+            tuple((lo * k, hi * k) for (lo, hi), k in zip(box, f, strict=True)),
+            self.scales[fine].size,
+        )
+
+    def info(self) -> dict:
+        """The volume ``info`` JSON that readers open."""
+        scales = []
+        for s in self.scales:
+            scales.append({
+                "key": s.key,
+                "size": list(s.size),
+                "resolution": list(s.resolution),
+                "voxel_offset": [0, 0, 0],
+                "chunk_sizes": [list(s.chunk)],
+                "encoding": self.encoding,
+            })
+        return {
+            "@type": "neuroglancer_multiscale_volume",
+            "type": self.type,
+            "data_type": self.data_type,
+            "num_channels": self.num_channels,
+            "scales": scales,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        d = json.loads(text)
+        d["scales"] = [Scale(**{k: _tuple(v) for k, v in s.items()}) for s in d["scales"]]
+        d["stages"] = [
+            Stage(s["first"], s["last"], [_box(b) for b in s["slabs"]], s["needs"])
+            for s in d["stages"]
+        ]
+        d["rescale"] = tuple(d["rescale"]) if d["rescale"] else None
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        return cls.from_json(Path(path).read_text())
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _box(b) -> Box:
+    return tuple(tuple(r) for r in b)
+
+
+def output_data_type(source: np.dtype, scaled: bool, opts: Options, where: str) -> str:
+    """The stored data type: the documented pass-through rules, or the sheet's override."""
+    labels = opts.type == "segmentation"
+    allowed = LABEL_DATA_TYPES if labels else NG_DATA_TYPES
+    if opts.data_type:
+        if opts.data_type not in allowed:
+            raise InputError(f"{where}: data_type {opts.data_type} is not one of {allowed}")
+        return opts.data_type
+    src = np.dtype(source)
+    if src.kind == "b":
+        return "uint8"
+    if labels:
+        if src.kind == "u" and not scaled:
+            return src.name
+        return "uint64" if src.itemsize == 8 else "uint32"
+    if scaled or src.kind == "f":
+        return "float32"
+    if src.name in NG_DATA_TYPES:
+        return src.name
+    raise InputError(f"{where}: {src.name} voxels have no precomputed data type; set data_type")
+
+
+def chunk_shape(resolution, size, target: int) -> tuple[int, int, int]:
+    """Power-of-two chunk of about ``target`` voxels, balanced in physical extent.
+
+    Doubles the axis with the smallest physical extent (x first on ties) until the chunk holds
+    ``target`` voxels; an axis stops growing once it spans the whole volume.
+    """
+    chunk = [1, 1, 1]
+    cap = [1 << max(int(n) - 1, 0).bit_length() for n in size]
+    while np.prod(chunk) < target:
+        growable = [a for a in range(3) if chunk[a] < cap[a]]
+        if not growable:
+            break
+        a = min(growable, key=lambda a: (chunk[a] * resolution[a], a))
+        chunk[a] *= 2
+    return tuple(chunk)
+
+
+def _scale_key(resolution) -> str:
+    return "_".join(f"{r:.6f}".rstrip("0").rstrip(".") for r in resolution)
+
+
+def pyramid(size, resolution, opts: Options) -> list[Scale]:
+    """All scales, finest first."""
+
+    def chunk_for(res, sz):
+        return tuple(opts.chunk_size) if opts.chunk_size else chunk_shape(res, sz, opts.chunk_voxels)
+
+    size = tuple(int(n) for n in size)
+    resolution = tuple(float(r) for r in resolution)
+    scales = [Scale(_scale_key(resolution), size, resolution, chunk_for(resolution, size), (1, 1, 1))]
+    while opts.max_scales is None or len(scales) < opts.max_scales:
+        prev = scales[-1]
+        if all(s <= c for s, c in zip(prev.size, prev.chunk, strict=True)):
+            break
+        finest = min(r for r, s in zip(prev.resolution, prev.size, strict=True) if s > 1)
+        factor = tuple(
+            2 if s > 1 and r < np.sqrt(2) * finest else 1
+            for r, s in zip(prev.resolution, prev.size, strict=True)
+        )
+        size = tuple(-(-s // f) for s, f in zip(prev.size, factor, strict=True))
+        res = tuple(r * f for r, f in zip(prev.resolution, factor, strict=True))
+        scales.append(Scale(_scale_key(res), size, res, chunk_for(res, size), factor))
+    return scales
+
+
+def stages(plan: Plan, voxels_per_job: int) -> list[Stage]:
+    """Cut the pyramid into stages and slabs (see the module docstring)."""
+    out: list[Stage] = []
+    n = len(plan.scales)
+    ch = plan.num_channels
+    first = 0
+    while first < n:
+        src = max(first - 1, 0)  # stage 0 reads the source, which has scale 0's geometry
+        last = first
+        while last + 1 < n and _fits(plan, src, last + 1, voxels_per_job, ch) and _aligned(
+            plan, first, last + 1
+        ):
+            last += 1
+        slabs = _slabs(plan, src, last, voxels_per_job, ch)
+        needs = []
+        if out:
+            prev = out[-1]
+            for box in slabs:
+                inbox = plan.box_at(box, last, src)
+                needs.append([i for i, b in enumerate(prev.slabs) if _overlap(b, inbox)])
+        else:
+            needs = [[] for _ in slabs]
+        out.append(Stage(first, last, slabs, needs))
+        first = last + 1
+    return out
+
+
+def _fits(plan: Plan, src: int, last: int, budget: int, ch: int) -> bool:
+    """Does one chunk row in z, whole in x and y, of scale ``last`` fit the budget at ``src``?"""
+    fz = plan.factor_between(src, last)[2]
+    sx, sy, _ = plan.scales[src].size
+    return sx * sy * plan.scales[last].chunk[2] * fz * ch <= budget
+
+
+def _aligned(plan: Plan, first: int, last: int) -> bool:
+    """Do slabs of scale ``last`` map onto whole chunks of every scale of the stage?"""
+    cl = plan.scales[last].chunk
+    for j in range(first, last + 1):
+        f = plan.factor_between(j, last)
+        cj = plan.scales[j].chunk
+        if any((cl[a] * f[a]) % cj[a] for a in range(3)):
+            return False
+    return True
+
+
+def _slabs(plan: Plan, src: int, last: int, budget: int, ch: int) -> list[Box]:
+    scale = plan.scales[last]
+    grid = scale.grid
+    f = plan.factor_between(src, last)
+    # input voxels per chunk of scale ``last``
+    per_chunk = int(np.prod([c * k for c, k in zip(scale.chunk, f, strict=True)])) * ch
+    gx, gy, gz = grid.shape
+    room = max(budget // per_chunk, 1)  # chunks per slab
+    if room >= gx * gy:
+        n = (gx, gy, max(room // (gx * gy), 1))
+    elif room >= gx:
+        n = (gx, room // gx, 1)
+    else:
+        n = (room, 1, 1)
+    boxes = []
+    for k in range(0, gz, n[2]):
+        for j in range(0, gy, n[1]):
+            for i in range(0, gx, n[0]):
+                start = (i, j, k)
+                boxes.append(clip(
+                    tuple(
+                        (s * c, (s + m) * c)
+                        for s, m, c in zip(start, n, scale.chunk, strict=True)
+                    ),
+                    scale.size,
+                ))
+    return boxes
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return all(lo1 < hi2 and lo2 < hi1 for (lo1, hi1), (lo2, hi2) in zip(a, b, strict=True))
+
+
+def neuroglancer_transform(affine: np.ndarray, unit_nm: float, resolution) -> list[list[float]]:
+    """``transform.json``: model space (voxel corners, nm) to the affine's space (nm).
+
+    NIfTI affines address voxel centres, Neuroglancer voxel corners: the translation is shifted
+    by half a voxel (the neuroglancer-scripts and siibra convention).
+    """
+    a = np.asarray(affine, dtype=float)
+    zooms = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    t = np.eye(4)
+    t[:3, :3] = a[:3, :3] / zooms
+    t[:3, 3] = a[:3, 3] * unit_nm - t[:3, :3] @ (0.5 * np.asarray(resolution))
+    return [[float(v) for v in row] for row in t]
+
+
+def make_plan(dataset: str, source, opts: Options) -> Plan:
+    """The whole plan of one dataset from its source's header (no voxel is read)."""
+    where = f"dataset {dataset}"
+    if opts.type == "segmentation" and source.shape[3] > 1:
+        raise InputError(f"{where}: {source.path}: a segmentation must be 3D "
+                         f"(this one has {source.shape[3]} volumes)")
+    data_type = output_data_type(source.source_dtype, source.scaled, opts, where)
+    rescale = None
+    if opts.input_min is not None or opts.input_max is not None:
+        if opts.input_min is None or opts.input_max is None or opts.input_max <= opts.input_min:
+            raise InputError(f"{where}: input_min and input_max must both be set, min < max")
+        rescale = (opts.input_min, opts.input_max)
+    resolution = source.voxel_size_nm
+    plan = Plan(
+        dataset=dataset,
+        source=str(source.path),
+        type=opts.type,
+        data_type=data_type,
+        num_channels=source.shape[3],
+        source_dtype=source.source_dtype.str,
+        scaled=source.scaled,
+        encoding=opts.encoding,
+        gzip=opts.gzip,
+        rescale=rescale,
+        transform=neuroglancer_transform(source.affine, source.unit_nm, resolution),
+        scales=pyramid(source.shape[:3], resolution, opts),
+    )
+    plan.stages = stages(plan, opts.voxels_per_job)
+    plan.gzip_index = len(plan.stages[0].slabs) > 2 and is_gzip(source.path)
+    return plan
+
+
+def chunk_counts(plan: Plan) -> list[dict]:
+    """Per scale: chunks, files and uncompressed bytes (``ngprecomputed stats``)."""
+    itemsize = np.dtype(plan.data_type).itemsize * plan.num_channels
+    return [
+        {
+            "key": s.key,
+            "size": list(s.size),
+            "chunk": list(s.chunk),
+            "chunks": s.grid.count,
+            "files": s.grid.count,
+            "bytes": voxels(tuple((0, n) for n in s.size)) * itemsize,
+        }
+        for s in plan.scales
+    ]

@@ -1,0 +1,22 @@
+"""What a job asks the scheduler for, computed from its slab (not guessed)."""
+
+import numpy as np
+
+from .chunks import voxels
+from .plan import Plan
+
+_BASELINE_MB = 160  # Python, numpy, nibabel
+
+
+def job_mem_mb(plan: Plan, stage_index: int, slab_index: int) -> int:
+    """Peak memory of one pyramid job: its input box as read and as stored, plus the scales it
+    makes (each at most 1/2 of the one above) and the interpreter."""
+    stage = plan.stages[stage_index]
+    src = max(stage.first - 1, 0)
+    n = voxels(plan.box_at(stage.slabs[slab_index], stage.last, src)) * plan.num_channels
+    stored = np.dtype(plan.data_type).itemsize
+    read = 8 if plan.scaled else np.dtype(plan.source_dtype).itemsize
+    if stage.first > 0:
+        read = stored
+    peak = n * (read + stored) + n * stored  # input, converted copy, downsampled scales
+    return int(_BASELINE_MB + peak / 2**20 * 1.1)

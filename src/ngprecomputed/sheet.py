@@ -1,0 +1,128 @@
+"""The sample sheet: one CSV row per dataset, turned into validated, typed settings.
+
+Every problem is reported as one line naming the sheet, the row (1 = first data row), the dataset
+and the column, before any job runs.
+"""
+
+import importlib.util
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from .errors import InputError
+from .plan import Options
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    path: Path
+    options: Options
+    row: int
+
+
+def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict:
+    return yaml.safe_load((Path(schema_dir) / f"{name}.schema.yaml").read_text())
+
+
+def resolve_path(text: str, base: Path) -> Path:
+    """A sheet path: ``pkg://package/inner/path`` (inside an installed package), else relative
+    to the sheet's folder."""
+    if text.startswith("pkg://"):
+        package, _, inner = text[len("pkg://") :].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"package {package!r} is not installed (pip install 'ngprecomputed[demo]')"
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / inner
+    p = Path(text).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _typed(value: str, spec: dict):
+    """Cell text to the schema's type where it parses; otherwise left for the schema to reject."""
+    kind = spec.get("type")
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+    except ValueError:
+        return value
+    if kind == "boolean" and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    return value
+
+
+def read_rows(sheet: Path, schema: dict) -> list[dict]:
+    """Rows as typed dicts (empty cells dropped), validated against the sample-sheet schema."""
+    try:
+        table = pd.read_csv(sheet, dtype=str, keep_default_na=False, skipinitialspace=True,
+                            comment="#")
+    except FileNotFoundError:
+        raise InputError(f"{sheet}: sample sheet not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputError(f"{sheet}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    table.columns = [c.strip() for c in table.columns]
+    props = schema["properties"]
+    for col in schema["required"]:
+        if col not in table.columns:
+            raise InputError(f"{sheet}: missing column '{col}' (columns: {', '.join(table.columns)})")
+    for col in table.columns:
+        if col not in props:
+            raise InputError(f"{sheet}: unknown column '{col}' (known: {', '.join(props)})")
+    if table.empty:
+        raise InputError(f"{sheet}: no datasets")
+    validator = jsonschema.Draft7Validator(schema)
+    rows, seen = [], {}
+    for n, record in enumerate(table.to_dict("records"), start=1):
+        row = {k: _typed(v.strip(), props[k]) for k, v in record.items() if v.strip() != ""}
+        where = f"{sheet}: row {n} (dataset {row.get('dataset', '?')})"
+        for error in sorted(validator.iter_errors(row), key=lambda e: list(e.path)):
+            column = error.path[0] if error.path else None
+            if column is None and error.validator == "required":
+                column = error.message.split("'")[1]
+            raise InputError(f"{where}, column {column}: {error.message}")
+        if row["dataset"] in seen:
+            raise InputError(f"{where}, column dataset: duplicate of row {seen[row['dataset']]}")
+        seen[row["dataset"]] = n
+        rows.append(row)
+    return rows
+
+
+def load_sheet(sheet: str | Path, defaults: Options = Options(),
+               schema_dir: Path = SCHEMA_DIR) -> list[Dataset]:
+    """Validated datasets of ``sheet``; relative paths resolve against the sheet's folder."""
+    sheet = Path(sheet)
+    datasets = []
+    for n, row in enumerate(read_rows(sheet, load_schema("samples", schema_dir)), start=1):
+        where = f"{sheet}: row {n} (dataset {row['dataset']}), column path"
+        try:
+            path = resolve_path(row["path"], sheet.resolve().parent)
+        except FileNotFoundError as e:
+            raise InputError(f"{where}: {e}") from None
+        if not path.is_file():
+            raise InputError(f"{where}: no such file {path}")
+        chunk = None
+        if "chunk_size" in row:
+            edges = tuple(int(v) for v in row["chunk_size"].split(","))
+            chunk = edges * 3 if len(edges) == 1 else edges
+        options = replace(
+            defaults,
+            type=row["type"],
+            data_type=row.get("data_type"),
+            chunk_size=chunk,
+            max_scales=row.get("max_scales"),
+            input_min=row.get("input_min"),
+            input_max=row.get("input_max"),
+            encoding=row.get("encoding", defaults.encoding),
+            gzip=row.get("gzip", defaults.gzip),
+        )
+        datasets.append(Dataset(row["dataset"], path, options, n))
+    return datasets

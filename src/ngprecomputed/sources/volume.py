@@ -1,0 +1,132 @@
+"""Volumes read through nibabel (NIfTI-1/2, MGH/MGZ, ANALYZE, ...), slab by slab.
+
+Uncompressed files are read through nibabel's array proxy (only the bytes of the box). For
+gzip-compressed files (``.nii.gz``, ``.mgz``) a seek would decompress from the start of the file
+for every slab; with an exported ``indexed_gzip`` index (built once per file by the ``gzindex``
+stage) each slab decompresses only from the nearest index point.
+"""
+
+import gzip
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..chunks import Box
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Header spatial units to nanometres.
+_UNIT_NM = {"meter": 1e9, "mm": 1e6, "micron": 1e3, "unknown": 1e6}
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+class VolumeSource:
+    """One nibabel-readable volume; 4D volumes are channels (the fourth axis)."""
+
+    def __init__(self, path: Path, gzip_index: Path | None = None):
+        self.path = path
+        self.gzip_index = gzip_index
+        try:
+            self._img = nib.load(path)
+        except Exception as e:  # nibabel raises many types for unreadable files
+            raise InputError(f"{path}: not a readable volume ({_short(e)})") from None
+        header_shape = tuple(int(n) for n in self._img.shape)
+        raw_dtype = self._img.get_data_dtype()
+        self._check(header_shape, raw_dtype)
+        self.shape = (*header_shape[:3], *([1] * (3 - len(header_shape[:3]))),
+                      int(np.prod(header_shape[3:], dtype=np.int64)))
+        self.scaled = self._is_scaled()
+        self.source_dtype = raw_dtype
+        self.dtype = np.dtype(np.float64) if self.scaled else raw_dtype.newbyteorder("=")
+        self.affine = np.asarray(self._img.affine, dtype=float)
+        self._check_size()
+
+    def _check(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if len(shape) > 4 and any(n != 1 for n in shape[4:]):
+            raise InputError(f"{self.path}: {len(shape)}D volumes are not supported "
+                             f"(shape {shape}); at most 4D, the fourth axis becoming channels")
+        if any(n == 0 for n in shape):
+            raise InputError(f"{self.path}: an axis has zero length (shape {shape})")
+        if dtype.fields is not None:
+            raise InputError(f"{self.path}: RGB/structured voxels ({dtype}) are not supported yet")
+        if dtype.kind == "c":
+            raise InputError(f"{self.path}: complex voxels ({dtype}) are not supported")
+        if dtype.kind not in "uifb":
+            raise InputError(f"{self.path}: unsupported voxel type {dtype}")
+
+    def _is_scaled(self) -> bool:
+        get = getattr(self._img.header, "get_slope_inter", None)
+        if get is None:
+            return False
+        slope, inter = get()
+        slope = 1.0 if slope is None or np.isnan(slope) else float(slope)
+        inter = 0.0 if inter is None or np.isnan(inter) else float(inter)
+        return (slope, inter) != (1.0, 0.0)
+
+    def _check_size(self) -> None:
+        """Catch truncated uncompressed files from their size, before any job reads them."""
+        if not hasattr(self._img.dataobj, "offset") or is_gzip(self.path):
+            return
+        proxy = self._img.dataobj
+        data_path = Path(self._img.file_map["image"].filename)
+        need = proxy.offset + int(np.prod(proxy.shape)) * proxy.dtype.itemsize
+        have = data_path.stat().st_size
+        if have < need:
+            raise InputError(f"{data_path}: file is truncated ({have} bytes, header needs {need})")
+
+    @property
+    def unit_nm(self) -> float:
+        """Nanometres per header spatial unit (mm unless the header says otherwise)."""
+        get_units = getattr(self._img.header, "get_xyzt_units", None)
+        return _UNIT_NM.get(get_units()[0], 1e6) if get_units else 1e6
+
+    @property
+    def voxel_size_nm(self) -> tuple[float, float, float]:
+        """Voxel sizes from the affine's column norms, in nanometres."""
+        sizes = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)) * self.unit_nm
+        return tuple(float(s) for s in sizes)
+
+    def read(self, box: Box) -> np.ndarray:
+        """Voxels of ``box`` as an array ``[x, y, z, channel]`` in ``self.dtype`` (scaled)."""
+        (x0, x1), (y0, y1), (z0, z1) = box
+        try:
+            if self.gzip_index is not None:
+                import indexed_gzip
+
+                with indexed_gzip.IndexedGzipFile(
+                    str(self.path), index_file=str(self.gzip_index)
+                ) as f:
+                    img = type(self._img).from_stream(f)
+                    data = img.dataobj[x0:x1, y0:y1, z0:z1]
+            else:
+                data = self._img.dataobj[x0:x1, y0:y1, z0:z1]
+        except (EOFError, OSError, ValueError, gzip.BadGzipFile) as e:
+            raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
+        data = np.asarray(data)
+        return data.reshape(data.shape[:3] + (self.shape[3],), order="F")
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def build_gzip_index(path: Path, out: Path, spacing: int = 4 * 2**20) -> None:
+    """Decompress ``path`` once and export the seek points that make slab reads cheap."""
+    import indexed_gzip
+
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with indexed_gzip.IndexedGzipFile(str(path), spacing=spacing) as f:
+            f.build_full_index()
+            f.export_index(str(tmp))
+    except (EOFError, OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot decompress ({_short(e)}); truncated?") from None
+    tmp.replace(out)

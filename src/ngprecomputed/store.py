@@ -1,0 +1,80 @@
+"""Chunk bytes on disk: written atomically, read back; the per-job manifest.
+
+A chunk goes to ``.<name>.part`` then is renamed, so a reader never sees half a chunk and a killed
+job leaves at most a ``.part`` file that its rerun overwrites. The name of the temporary file is
+fixed per chunk (not per process), so a rerun leaves nothing behind.
+"""
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .chunks import Box, Grid, chunk_name
+from .encodings import codec
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class ScaleStore:
+    """The chunk files of one scale of one dataset (flat layout, optional ``.gz``)."""
+
+    def __init__(self, root: Path, key: str, grid: Grid, dtype: str, channels: int,
+                 encoding: str = "raw", gzipped: bool = False):
+        self.dir = Path(root) / key
+        self.grid = grid
+        self.dtype = np.dtype(dtype)
+        self.channels = channels
+        self.codec = codec(encoding)
+        self.gzipped = gzipped
+
+    def path(self, box: Box) -> Path:
+        return self.dir / (chunk_name(box) + (".gz" if self.gzipped else ""))
+
+    def write_chunk(self, box: Box, array: np.ndarray) -> tuple[str, int]:
+        data = self.codec.encode(array)
+        if self.gzipped:
+            # mtime=0: identical input gives identical bytes (reruns are byte-identical)
+            data = gzip.compress(data, compresslevel=6, mtime=0)
+        path = self.path(box)
+        write_atomic(path, data)
+        return path.name, len(data)
+
+    def write_box(self, box: Box, array: np.ndarray) -> list[tuple[str, int]]:
+        """Write every chunk inside ``box`` (chunk-aligned) from ``array`` covering ``box``."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        origin = [lo for lo, _ in box]
+        written = []
+        for _, cbox in self.grid.chunks_in(box):
+            sl = tuple(slice(lo - o, hi - o) for (lo, hi), o in zip(cbox, origin, strict=True))
+            written.append(self.write_chunk(cbox, array[sl]))
+        return written
+
+    def read_box(self, box: Box) -> np.ndarray:
+        """Voxels of ``box`` assembled from the chunks that cover it."""
+        shape = tuple(hi - lo for lo, hi in box) + (self.channels,)
+        out = np.empty(shape, dtype=self.dtype, order="F")
+        for _, cbox in self.grid.chunks_in(box):
+            data = self.path(cbox).read_bytes()
+            if self.gzipped:
+                data = gzip.decompress(data)
+            cshape = tuple(hi - lo for lo, hi in cbox) + (self.channels,)
+            chunk = self.codec.decode(data, cshape, self.dtype)
+            inter = [(max(a0, b0), min(a1, b1)) for (a0, a1), (b0, b1) in zip(cbox, box, strict=True)]
+            dst = tuple(slice(lo - b0, hi - b0) for (lo, hi), (b0, _) in zip(inter, box, strict=True))
+            src = tuple(slice(lo - c0, hi - c0) for (lo, hi), (c0, _) in zip(inter, cbox, strict=True))
+            out[dst] = chunk[src]
+        return out
+
+
+def write_manifest(path: Path, entries: dict) -> None:
+    """The job's Snakemake output, written last: its presence means the job finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(entries, indent=1, sort_keys=True).encode())

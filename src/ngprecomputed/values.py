@@ -1,0 +1,53 @@
+"""From source values to stored values: the documented type rules, applied per slab.
+
+- Scaled sources (NIfTI ``scl_slope``/``scl_inter``) are read scaled (float).
+- ``input_min``/``input_max``: values are mapped linearly from that range onto the whole range of
+  an integer data type (or onto [0, 1] for float32), then clipped.
+- Float to integer: rounded to nearest, halves away from zero, clipped to the type's range;
+  NaN becomes 0.
+- Segmentations: labels must be whole, finite and not negative; anything else is an input error.
+"""
+
+import numpy as np
+
+from .errors import InputError
+from .plan import Plan
+
+
+def to_stored(array: np.ndarray, plan: Plan) -> np.ndarray:
+    """``array`` (as read from the source) in the plan's data type."""
+    out = np.dtype(plan.data_type)
+    if plan.type == "segmentation":
+        return _labels(array, out, plan)
+    if plan.rescale is not None:
+        lo, hi = plan.rescale
+        scaled = (array.astype(np.float64) - lo) / (hi - lo)
+        if out.kind == "f":
+            return np.clip(scaled, 0, 1).astype(out)
+        info = np.iinfo(out)
+        array = scaled * (float(info.max) - float(info.min)) + float(info.min)
+    if array.dtype == out:
+        return array
+    if out.kind == "f":
+        return array.astype(out)
+    if array.dtype.kind == "f":
+        info = np.iinfo(out)
+        rounded = np.trunc(array + np.copysign(0.5, array))
+        rounded = np.nan_to_num(rounded, nan=0, posinf=info.max, neginf=info.min)
+        return np.clip(rounded, info.min, info.max).astype(out)
+    info = np.iinfo(out)
+    return np.clip(array, info.min, info.max).astype(out)
+
+
+def _labels(array: np.ndarray, out: np.dtype, plan: Plan) -> np.ndarray:
+    where = f"dataset {plan.dataset}: {plan.source}"
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            raise InputError(f"{where}: segmentation has non-integer labels "
+                             f"(e.g. {array[bad].flat[0]}); is it an image?")
+    if array.dtype.kind in "if" and array.size and array.min() < 0:
+        raise InputError(f"{where}: segmentation has negative labels (min {array.min()})")
+    if array.size and array.max() > np.iinfo(out).max:
+        raise InputError(f"{where}: label {array.max()} does not fit {out.name}; set data_type")
+    return array.astype(out)
