@@ -2,7 +2,6 @@
 # Every path below is resolved from this file's folder, so the workflow also runs as a module.
 from snakemake.utils import min_version, validate
 
-
 min_version("9.0")
 
 
@@ -11,6 +10,6 @@ include: "workflow/rules/volume.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets,
-    default_target: True

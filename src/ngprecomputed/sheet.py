@@ -79,7 +79,7 @@ def read_rows(sheet: Path, schema: dict) -> list[dict]:
             raise InputError(f"{sheet}: unknown column '{col}' (known: {', '.join(props)})")
     if table.empty:
         raise InputError(f"{sheet}: no datasets")
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     rows, seen = [], {}
     for n, record in enumerate(table.to_dict("records"), start=1):
         row = {k: _typed(v.strip(), props[k]) for k, v in record.items() if v.strip() != ""}

@@ -14,7 +14,9 @@ from ngprecomputed.sources import open_source
 BASE = Path(workflow.basedir)
 SCHEMAS = BASE / "workflow" / "schemas"
 
-for _key, _value in yaml.safe_load((BASE / "config" / "config.yaml").read_text()).items():
+for _key, _value in yaml.safe_load(
+    (BASE / "config" / "config.yaml").read_text()
+).items():
     config.setdefault(_key, _value)
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
@@ -38,7 +40,9 @@ def _load():
         gzip=config["gzip"],
     )
     try:
-        datasets = {d.name: d for d in load_sheet(_sheet_path(config["samples"]), defaults)}
+        datasets = {
+            d.name: d for d in load_sheet(_sheet_path(config["samples"]), defaults)
+        }
     except InputError as e:
         sys.exit(f"ngprecomputed: error: {e}")
     plans = {}
@@ -61,6 +65,19 @@ wildcard_constraints:
 
 def manifest(dataset, stage, slab):
     return str(WORK / dataset / f"stage{stage}" / f"slab{slab}.json")
+
+
+def pyramid_inputs(w):
+    plan = PLANS[w.dataset]
+    stage, slab = int(w.stage), int(w.slab)
+    inputs = {"plan": str(WORK / w.dataset / "plan.json")}
+    if stage == 0 and plan.gzip_index:
+        inputs["gzip_index"] = str(WORK / w.dataset / "source.gzidx")
+    if stage > 0:
+        inputs["upstream"] = [
+            manifest(w.dataset, stage - 1, i) for i in plan.stages[stage].needs[slab]
+        ]
+    return inputs
 
 
 def all_targets(wildcards):

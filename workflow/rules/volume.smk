@@ -6,10 +6,14 @@ rule plan:
         source=lambda w: str(DATASETS[w.dataset].path),
     output:
         WORK / "{dataset}" / "plan.json",
-    params:
-        options=lambda w: options_to_json(DATASETS[w.dataset].options),
     log:
         LOGS / "{dataset}" / "plan.log",
+    benchmark:
+        LOGS / "{dataset}" / "plan.tsv"
+    conda:
+        "../envs/ngprecomputed.yaml"
+    params:
+        options=lambda w: options_to_json(DATASETS[w.dataset].options),
     shell:
         "ngprecomputed --log {log:q} plan {input.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --out {output:q}"
@@ -22,21 +26,12 @@ rule gzip_index:
         WORK / "{dataset}" / "source.gzidx",
     log:
         LOGS / "{dataset}" / "gzip_index.log",
+    benchmark:
+        LOGS / "{dataset}" / "gzip_index.tsv"
+    conda:
+        "../envs/ngprecomputed.yaml"
     shell:
         "ngprecomputed --log {log:q} gzindex {input.source:q} {output:q}"
-
-
-def pyramid_inputs(w):
-    plan = PLANS[w.dataset]
-    stage, slab = int(w.stage), int(w.slab)
-    inputs = {"plan": str(WORK / w.dataset / "plan.json")}
-    if stage == 0 and plan.gzip_index:
-        inputs["gzip_index"] = str(WORK / w.dataset / "source.gzidx")
-    if stage > 0:
-        inputs["upstream"] = [
-            manifest(w.dataset, stage - 1, i) for i in plan.stages[stage].needs[slab]
-        ]
-    return inputs
 
 
 rule pyramid:
@@ -44,15 +39,19 @@ rule pyramid:
         unpack(pyramid_inputs),
     output:
         WORK / "{dataset}" / "stage{stage}" / "slab{slab}.json",
+    log:
+        LOGS / "{dataset}" / "stage{stage}_slab{slab}.log",
+    benchmark:
+        LOGS / "{dataset}" / "stage{stage}_slab{slab}.tsv"
+    conda:
+        "../envs/ngprecomputed.yaml"
+    resources:
+        mem_mb=lambda w: job_mem_mb(PLANS[w.dataset], int(w.stage), int(w.slab)),
     params:
         root=lambda w: RESULTS / w.dataset,
         gzip_index=lambda w, input: (
             f"--gzip-index {input.gzip_index}" if "gzip_index" in input.keys() else ""
         ),
-    resources:
-        mem_mb=lambda w: job_mem_mb(PLANS[w.dataset], int(w.stage), int(w.slab)),
-    log:
-        LOGS / "{dataset}" / "stage{stage}_slab{slab}.log",
     shell:
         "ngprecomputed --log {log:q} build {input.plan:q} --stage {wildcards.stage}"
         " --slab {wildcards.slab} --root {params.root:q} --manifest {output:q} {params.gzip_index}"
@@ -69,9 +68,13 @@ rule finalize:
     output:
         info=RESULTS / "{dataset}" / "info",
         transform=RESULTS / "{dataset}" / "transform.json",
-    params:
-        root=lambda w: RESULTS / w.dataset,
     log:
         LOGS / "{dataset}" / "finalize.log",
+    benchmark:
+        LOGS / "{dataset}" / "finalize.tsv"
+    conda:
+        "../envs/ngprecomputed.yaml"
+    params:
+        root=lambda w: RESULTS / w.dataset,
     shell:
         "ngprecomputed --log {log:q} finalize {input.plan:q} --root {params.root:q}"
