@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, naming
 from .plan import Options, Plan, chunk_counts, make_plan
 from .sources import open_source
 
@@ -30,7 +30,8 @@ def options_to_json(options: Options) -> str:
 
 
 def cmd_plan(a) -> None:
-    plan = make_plan(a.dataset, open_source(a.source), options_from_json(a.options))
+    with naming(a.dataset):
+        plan = make_plan(a.dataset, open_source(a.source), options_from_json(a.options))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     from .store import write_atomic
 
@@ -50,7 +51,9 @@ def cmd_gzindex(a) -> None:
 def cmd_build(a) -> None:
     from .pyramid import build_slab
 
-    build_slab(Plan.load(a.plan), a.root, a.stage, a.slab, a.manifest, a.gzip_index)
+    plan = Plan.load(a.plan)
+    with naming(plan.dataset):
+        build_slab(plan, a.root, a.stage, a.slab, a.manifest, a.gzip_index)
 
 
 def cmd_finalize(a) -> None:

@@ -4,6 +4,19 @@ It is caught once, at the command line and in the Snakefile, and printed as one 
 exception is a bug and keeps its traceback.
 """
 
+from contextlib import contextmanager
+
 
 class InputError(Exception):
     """Bad input from the user: a sample-sheet row, a file, a setting."""
+
+
+@contextmanager
+def naming(dataset: str):
+    """Prefix input errors raised inside with the dataset they concern."""
+    try:
+        yield
+    except InputError as e:
+        if str(e).startswith(f"dataset {dataset}:"):
+            raise
+        raise InputError(f"dataset {dataset}: {e}") from None

@@ -62,13 +62,10 @@ class VolumeSource:
             raise InputError(f"{self.path}: unsupported voxel type {dtype}")
 
     def _is_scaled(self) -> bool:
-        get = getattr(self._img.header, "get_slope_inter", None)
-        if get is None:
-            return False
-        slope, inter = get()
-        slope = 1.0 if slope is None or np.isnan(slope) else float(slope)
-        inter = 0.0 if inter is None or np.isnan(inter) else float(inter)
-        return (slope, inter) != (1.0, 0.0)
+        """nibabel moves scl_slope/scl_inter from the header to the array proxy on load."""
+        slope = getattr(self._img.dataobj, "slope", 1.0)
+        inter = getattr(self._img.dataobj, "inter", 0.0)
+        return (float(slope), float(inter)) != (1.0, 0.0)
 
     def _check_size(self) -> None:
         """Catch truncated uncompressed files from their size, before any job reads them."""
