@@ -47,10 +47,10 @@ def write_sheet(path: Path, rows: list[dict]) -> Path:
 
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real workflow (a separate Snakemake process) from ``cwd``."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2",
-           *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", *args]
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -60,20 +60,23 @@ def read_tensorstore(dataset: Path, scale: int) -> np.ndarray:
     """A scale as TensorStore reads it, strict: a missing chunk is an error, not zeros."""
     import tensorstore as ts
 
-    store = ts.open({
-        "driver": "neuroglancer_precomputed",
-        "kvstore": f"file://{dataset}",
-        "scale_index": scale,
-        "fill_missing_data_reads": False,
-    }).result()
+    store = ts.open(
+        {
+            "driver": "neuroglancer_precomputed",
+            "kvstore": f"file://{dataset}",
+            "scale_index": scale,
+            "fill_missing_data_reads": False,
+        }
+    ).result()
     return np.asarray(store.read().result())
 
 
 def read_cloudvolume(dataset: Path, scale: int) -> np.ndarray:
     from cloudvolume import CloudVolume
 
-    vol = CloudVolume(f"file://{dataset}", mip=scale, fill_missing=False, progress=False,
-                      cache=False)
+    vol = CloudVolume(
+        f"file://{dataset}", mip=scale, fill_missing=False, progress=False, cache=False
+    )
     return np.asarray(vol[:, :, :])
 
 
@@ -140,8 +143,9 @@ def check_pyramid(dataset: Path) -> dict:
             if labels:
                 assert_is_mode(above, data, factor)
             elif np.dtype(info["data_type"]).kind == "f":
-                np.testing.assert_allclose(data, block_mean(above, factor), rtol=1e-6,
-                                           equal_nan=True)
+                np.testing.assert_allclose(
+                    data, block_mean(above, factor), rtol=1e-6, equal_nan=True
+                )
             else:
                 expected = np.floor(block_mean(above, factor) + 0.5)
                 np.testing.assert_array_equal(data, expected.astype(data.dtype))
@@ -152,8 +156,18 @@ def check_pyramid(dataset: Path) -> dict:
 @pytest.fixture(scope="session")
 def data():
     """Real files from installed packages, by short name."""
-    return {name.lower(): package_file(*spec) for name, spec in {
-        "MNI_T1": MNI_T1, "STAT_MAP": STAT_MAP, "AAL3": AAL3, "AAL": AAL, "DESIKAN": DESIKAN,
-        "ANATOMICAL": ANATOMICAL, "EXAMPLE_4D": EXAMPLE_4D, "NIFTI2": NIFTI2, "MGZ": MGZ,
-        "STANDARD": STANDARD,
-    }.items()}
+    return {
+        name.lower(): package_file(*spec)
+        for name, spec in {
+            "MNI_T1": MNI_T1,
+            "STAT_MAP": STAT_MAP,
+            "AAL3": AAL3,
+            "AAL": AAL,
+            "DESIKAN": DESIKAN,
+            "ANATOMICAL": ANATOMICAL,
+            "EXAMPLE_4D": EXAMPLE_4D,
+            "NIFTI2": NIFTI2,
+            "MGZ": MGZ,
+            "STANDARD": STANDARD,
+        }.items()
+    }

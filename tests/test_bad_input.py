@@ -17,22 +17,30 @@ pytestmark = pytest.mark.workflow
 @pytest.fixture
 def good(tmp_path):
     path = tmp_path / "good.nii.gz"
-    nib.save(nib.Nifti1Image(np.arange(24 * 20 * 16, dtype=np.uint16).reshape(24, 20, 16),
-                             np.eye(4)), path)
+    nib.save(
+        nib.Nifti1Image(np.arange(24 * 20 * 16, dtype=np.uint16).reshape(24, 20, 16), np.eye(4)),
+        path,
+    )
     return path
 
 
 SHEET_ERRORS = [
     ("dataset,path\nx,good.nii.gz\n", "missing column 'type'"),
-    ("dataset,path,type\nx,good.nii.gz,image\nx,good.nii.gz,image\n",
-     "row 2 (dataset x), column dataset: duplicate of row 1"),
+    (
+        "dataset,path,type\nx,good.nii.gz,image\nx,good.nii.gz,image\n",
+        "row 2 (dataset x), column dataset: duplicate of row 1",
+    ),
     ("dataset,path,type\n../up,good.nii.gz,image\n", "row 1 (dataset ../up), column dataset"),
     ("dataset,path,type\nx,good.nii.gz,labels\n", "row 1 (dataset x), column type"),
     ("dataset,path,type\nx,nope.nii,image\n", "row 1 (dataset x), column path: no such file"),
-    ("dataset,path,type,max_scales\nx,good.nii.gz,image,three\n",
-     "row 1 (dataset x), column max_scales"),
-    ("dataset,path,type,chunk_size\nx,good.nii.gz,image,64x64\n",
-     "row 1 (dataset x), column chunk_size"),
+    (
+        "dataset,path,type,max_scales\nx,good.nii.gz,image,three\n",
+        "row 1 (dataset x), column max_scales",
+    ),
+    (
+        "dataset,path,type,chunk_size\nx,good.nii.gz,image,64x64\n",
+        "row 1 (dataset x), column chunk_size",
+    ),
     ("dataset,path,type,colour\nx,good.nii.gz,image,red\n", "unknown column 'colour'"),
 ]
 
@@ -72,16 +80,17 @@ def bad_files(folder):
     out["truncated_gz"] = (folder / "truncated.nii.gz", "truncated")
     (folder / "garbage.nii").write_bytes(b"not a nifti file" * 40)
     out["garbage"] = (folder / "garbage.nii", "not a readable volume")
-    nib.save(nib.Nifti1Image(rng.random((6, 6, 6, 2, 2)).astype(np.float32), np.eye(4)),
-             folder / "five_d.nii")
+    nib.save(
+        nib.Nifti1Image(rng.random((6, 6, 6, 2, 2)).astype(np.float32), np.eye(4)),
+        folder / "five_d.nii",
+    )
     out["five_d"] = (folder / "five_d.nii", "5D")
     nib.save(nib.Nifti1Image(np.zeros((6, 6, 6), np.uint8), np.eye(4)), folder / "zero.nii")
     with open(folder / "zero.nii", "r+b") as f:  # dim[2] = 0 (nibabel will not write it)
         f.seek(44)
         f.write(np.int16(0).tobytes())
     out["zero_axis"] = (folder / "zero.nii", "zero length")
-    nib.save(nib.Nifti1Image(np.ones((6, 6, 6), np.complex64), np.eye(4)),
-             folder / "complex.nii")
+    nib.save(nib.Nifti1Image(np.ones((6, 6, 6), np.complex64), np.eye(4)), folder / "complex.nii")
     out["complex"] = (folder / "complex.nii", "complex")
     rgb = np.zeros((6, 6, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), folder / "rgb.nii")
@@ -95,8 +104,9 @@ def test_bad_files_fail_alone_with_one_line_each(tmp_path, good):
     rows += [{"dataset": name, "path": path, "type": "image"} for name, (path, _) in bad.items()]
     sheet = write_sheet(tmp_path / "samples.csv", rows)
     out = tmp_path / "out"
-    proc = snakemake(tmp_path, "--keep-going", "--config", f"samples={sheet}",
-                     f"results={out}", check=False)
+    proc = snakemake(
+        tmp_path, "--keep-going", "--config", f"samples={sheet}", f"results={out}", check=False
+    )
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ngprecomputed: error:")]
     for name, (path, words) in bad.items():

@@ -14,7 +14,7 @@ FACTORS = [(2, 2, 2), (2, 2, 1), (1, 1, 2), (2, 1, 1)]
 def test_mean_is_rounded_block_mean(factor, dtype):
     rng = np.random.default_rng(1)
     info = np.iinfo(dtype)
-    a = rng.integers(max(info.min, -10**6), min(info.max, 10**6), (9, 7, 5, 2)).astype(dtype)
+    a = rng.integers(max(info.min, -(10**6)), min(info.max, 10**6), (9, 7, 5, 2)).astype(dtype)
     got = downsample(a, factor, "mean")
     expected = np.floor(block_mean(a, factor) + 0.5)
     np.testing.assert_array_equal(got, expected.astype(dtype))

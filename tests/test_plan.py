@@ -10,8 +10,20 @@ from ngprecomputed.plan import Options, Plan, chunk_shape, output_data_type, pyr
 
 def make(size, res=(1e6, 1e6, 1e6), channels=1, **kw) -> Plan:
     opts = Options(**kw)
-    plan = Plan("d", "src", opts.type, "uint8", channels, "|u1", False, "raw", False, None,
-                [], pyramid(size, res, opts))
+    plan = Plan(
+        "d",
+        "src",
+        opts.type,
+        "uint8",
+        channels,
+        "|u1",
+        False,
+        "raw",
+        False,
+        None,
+        [],
+        pyramid(size, res, opts),
+    )
     plan.stages = stages(plan, opts.voxels_per_job)
     return plan
 
@@ -26,8 +38,10 @@ def test_anisotropic_pyramid_halves_finest_axes_first():
     assert scales[0].chunk[0] > scales[0].chunk[2]  # chunks follow the voxel shape
     last = scales[-1]
     assert all(s <= c for s, c in zip(last.size, last.chunk, strict=True))
-    assert all(s.size == tuple(-(-p // f) for p, f in zip(prev.size, s.factor, strict=True))
-               for prev, s in zip(scales, scales[1:]))
+    assert all(
+        s.size == tuple(-(-p // f) for p, f in zip(prev.size, s.factor, strict=True))
+        for prev, s in zip(scales, scales[1:], strict=False)
+    )
 
 
 def test_chunk_shape_is_near_target_and_capped_by_the_volume():
@@ -51,14 +65,16 @@ def test_slabs_tile_every_scale_exactly_once(budget):
         for box in st.slabs:
             n_in = voxels(plan.box_at(box, st.last, src))
             chunk_in = int(np.prod(plan.scales[st.last].chunk)) * int(
-                np.prod(plan.factor_between(src, st.last)))
+                np.prod(plan.factor_between(src, st.last))
+            )
             assert n_in <= max(budget, chunk_in)  # a job reads at most its budget (or a chunk)
             for j in range(st.first, st.last + 1):
                 sub = plan.box_at(box, st.last, j)
                 grid = Grid(plan.scales[j].size, plan.scales[j].chunk)
                 for _, cbox in grid.chunks_in(sub):  # chunk-aligned: whole chunks only
-                    assert all(a >= lo and b <= hi for (a, b), (lo, hi) in zip(cbox, sub,
-                                                                              strict=True))
+                    assert all(
+                        a >= lo and b <= hi for (a, b), (lo, hi) in zip(cbox, sub, strict=True)
+                    )
                 covered[j] += voxels(sub)
     assert covered == {j: int(np.prod(s.size)) for j, s in enumerate(plan.scales)}
 
@@ -72,22 +88,25 @@ def test_small_volume_is_one_job_and_big_volume_fans_out():
 
 def test_needs_point_at_overlapping_slabs():
     plan = make((200, 200, 200), chunk_voxels=4096, voxels_per_job=100_000)
-    for prev, st in zip(plan.stages, plan.stages[1:]):
-        for box, needs in zip(st.slabs, st.needs, strict=True):
+    for prev, st in zip(plan.stages, plan.stages[1:], strict=False):
+        for _box, needs in zip(st.slabs, st.needs, strict=True):
             assert needs and all(i < len(prev.slabs) for i in needs)
 
 
-@pytest.mark.parametrize(("src", "scaled", "kind", "override", "out"), [
-    ("uint8", False, "image", None, "uint8"),
-    ("int16", False, "image", None, "int16"),
-    ("float64", False, "image", None, "float32"),
-    ("int16", True, "image", None, "float32"),
-    ("int16", False, "image", "uint8", "uint8"),
-    ("uint16", False, "segmentation", None, "uint16"),
-    ("int16", False, "segmentation", None, "uint32"),
-    ("float32", False, "segmentation", None, "uint32"),
-    ("int64", False, "segmentation", None, "uint64"),
-])
+@pytest.mark.parametrize(
+    ("src", "scaled", "kind", "override", "out"),
+    [
+        ("uint8", False, "image", None, "uint8"),
+        ("int16", False, "image", None, "int16"),
+        ("float64", False, "image", None, "float32"),
+        ("int16", True, "image", None, "float32"),
+        ("int16", False, "image", "uint8", "uint8"),
+        ("uint16", False, "segmentation", None, "uint16"),
+        ("int16", False, "segmentation", None, "uint32"),
+        ("float32", False, "segmentation", None, "uint32"),
+        ("int64", False, "segmentation", None, "uint64"),
+    ],
+)
 def test_data_type_rules(src, scaled, kind, override, out):
     opts = Options(type=kind, data_type=override)
     assert output_data_type(np.dtype(src), scaled, opts, "x") == out
@@ -97,8 +116,9 @@ def test_data_type_errors_name_the_dataset():
     with pytest.raises(InputError, match="dataset d1"):
         output_data_type(np.dtype("int64"), False, Options(), "dataset d1")
     with pytest.raises(InputError, match="float32"):
-        output_data_type(np.dtype("uint8"), False, Options(type="segmentation",
-                                                           data_type="float32"), "d")
+        output_data_type(
+            np.dtype("uint8"), False, Options(type="segmentation", data_type="float32"), "d"
+        )
 
 
 def test_plan_round_trips_through_json():

@@ -34,21 +34,39 @@ def inputs(tmp_path_factory):
     labels = rng.integers(0, 40, (120, 110, 100), dtype=np.uint16)
     nib.save(nib.Nifti1Image(img, np.eye(4)), folder / "img.nii.gz")
     nib.save(nib.Nifti1Image(labels, np.eye(4)), folder / "labels.nii")
-    sheet = write_sheet(folder / "samples.csv", [
-        {"dataset": "img", "path": folder / "img.nii.gz", "type": "image"},
-        {"dataset": "labels", "path": folder / "labels.nii", "type": "segmentation"},
-    ])
+    sheet = write_sheet(
+        folder / "samples.csv",
+        [
+            {"dataset": "img", "path": folder / "img.nii.gz", "type": "image"},
+            {"dataset": "labels", "path": folder / "labels.nii", "type": "segmentation"},
+        ],
+    )
     clean = folder / "clean"
-    snakemake(folder, "--config", f"samples={sheet}", f"results={clean}",
-              "voxels_per_job=400000")
+    snakemake(folder, "--config", f"samples={sheet}", f"results={clean}", "voxels_per_job=400000")
     return folder, sheet, digest(clean)
 
 
 def start(folder, sheet, results):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "1",
-           "--config", f"samples={sheet}", f"results={results}", "voxels_per_job=400000"]
-    return subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--cores",
+        "1",
+        "--config",
+        f"samples={sheet}",
+        f"results={results}",
+        "voxels_per_job=400000",
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_for_build_job(proc, skip=2, timeout=120):
@@ -82,11 +100,11 @@ def test_killed_run_reruns_to_identical_bytes(inputs, victim):
     assert not (results / "img" / "info").exists() or not (results / "labels" / "info").exists()
     if victim == "snakemake":  # Snakemake's own lock outlives a SIGKILL: the documented unlock
         snakemake(folder, "--unlock", "--config", f"samples={sheet}", f"results={results}")
-    snakemake(folder, "--config", f"samples={sheet}", f"results={results}",
-              "voxels_per_job=400000")
+    snakemake(folder, "--config", f"samples={sheet}", f"results={results}", "voxels_per_job=400000")
     assert digest(results) == clean
     assert not list(results.rglob(".*.part"))
     check_pyramid(results / "img")
-    again = snakemake(folder, "--config", f"samples={sheet}", f"results={results}",
-                      "voxels_per_job=400000")
+    again = snakemake(
+        folder, "--config", f"samples={sheet}", f"results={results}", "voxels_per_job=400000"
+    )
     assert "Nothing to be done" in again.stdout + again.stderr

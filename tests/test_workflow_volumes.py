@@ -65,17 +65,23 @@ def converted(tmp_path_factory, data):
     work = tmp_path_factory.mktemp("volumes")
     cases = synthetic(work / "inputs")
     for name, path_type in {
-        "mni_t1": ("mni_t1", "image"), "stat_map": ("stat_map", "image"),
-        "aal3": ("aal3", "segmentation"), "aal": ("aal", "segmentation"),
-        "desikan": ("desikan", "segmentation"), "anatomical": ("anatomical", "image"),
-        "example_4d": ("example_4d", "image"), "nifti2": ("nifti2", "image"),
-        "mgz": ("mgz", "image"), "standard": ("standard", "image"),
+        "mni_t1": ("mni_t1", "image"),
+        "stat_map": ("stat_map", "image"),
+        "aal3": ("aal3", "segmentation"),
+        "aal": ("aal", "segmentation"),
+        "desikan": ("desikan", "segmentation"),
+        "anatomical": ("anatomical", "image"),
+        "example_4d": ("example_4d", "image"),
+        "nifti2": ("nifti2", "image"),
+        "mgz": ("mgz", "image"),
+        "standard": ("standard", "image"),
     }.items():
         path = data[path_type[0]]
         cases[name] = (path, path_type[1], None)
-    sheet = write_sheet(work / "samples.csv", [
-        {"dataset": name, "path": path, "type": kind} for name, (path, kind, _) in cases.items()
-    ])
+    sheet = write_sheet(
+        work / "samples.csv",
+        [{"dataset": name, "path": path, "type": kind} for name, (path, kind, _) in cases.items()],
+    )
     snakemake(work, "--config", f"samples={sheet}", f"results={work / 'results'}")
     return work / "results", cases
 
@@ -89,9 +95,24 @@ def nibabel_expected(path, kind):
     return a.astype(a.dtype.newbyteorder("="))  # big-endian files are stored little-endian
 
 
-CASES = ["aniso_int16", "float_nan", "float64", "scaled", "labels_sparse", "fourd", "mni_t1",
-         "stat_map", "aal3", "aal", "desikan", "anatomical", "example_4d", "nifti2", "mgz",
-         "standard"]
+CASES = [
+    "aniso_int16",
+    "float_nan",
+    "float64",
+    "scaled",
+    "labels_sparse",
+    "fourd",
+    "mni_t1",
+    "stat_map",
+    "aal3",
+    "aal",
+    "desikan",
+    "anatomical",
+    "example_4d",
+    "nifti2",
+    "mgz",
+    "standard",
+]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -129,15 +150,23 @@ def test_fan_out_matches_single_job(tmp_path, data, converted):
     """Tiny jobs (slabs split in x, y and z, several stages) give the same bytes as one job."""
     results, cases = converted
     names = ["aniso_int16", "labels_sparse", "fourd", "float_nan"]
-    sheet = write_sheet(tmp_path / "samples.csv", [
-        {"dataset": n, "path": cases[n][0], "type": cases[n][1]} for n in names
-    ])
+    sheet = write_sheet(
+        tmp_path / "samples.csv",
+        [{"dataset": n, "path": cases[n][0], "type": cases[n][1]} for n in names],
+    )
     out = tmp_path / "results"
-    snakemake(tmp_path, "--config", f"samples={sheet}", f"results={out}", "voxels_per_job=5000",
-              "chunk_voxels=512")
+    snakemake(
+        tmp_path,
+        "--config",
+        f"samples={sheet}",
+        f"results={out}",
+        "voxels_per_job=5000",
+        "chunk_voxels=512",
+    )
     plan = json.loads((out / ".work" / "aniso_int16" / "plan.json").read_text())
     assert len(plan["stages"]) > 1 and len(plan["stages"][0]["slabs"]) > 4
     for n in names:
         check_pyramid(out / n)
         np.testing.assert_array_equal(
-            check_pyramid(out / n)["scale0"], check_pyramid(results / n)["scale0"])
+            check_pyramid(out / n)["scale0"], check_pyramid(results / n)["scale0"]
+        )

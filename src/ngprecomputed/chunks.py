@@ -11,7 +11,7 @@ Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 @dataclass(frozen=True)
 class Grid:
-    """The chunks of one scale: ``size`` voxels cut into ``chunk``-sized pieces (edges truncated)."""
+    """The chunks of one scale: ``size`` voxels cut into ``chunk`` pieces (edges truncated)."""
 
     size: tuple[int, int, int]
     chunk: tuple[int, int, int]
@@ -29,7 +29,8 @@ class Grid:
     def chunk_box(self, index: tuple[int, int, int]) -> Box:
         """Voxel box of the chunk at grid position ``index``."""
         return tuple(
-            (i * c, min((i + 1) * c, s)) for i, c, s in zip(index, self.chunk, self.size, strict=True)
+            (i * c, min((i + 1) * c, s))
+            for i, c, s in zip(index, self.chunk, self.size, strict=True)
         )
 
     def chunks_in(self, box: Box) -> Iterator[tuple[tuple[int, int, int], Box]]:

@@ -37,8 +37,16 @@ def cmd_plan(a) -> None:
 
     write_atomic(a.out, plan.to_json().encode())
     jobs = sum(len(s.slabs) for s in plan.stages)
-    log.info("%s: %s %s x%d, %d scales, %d jobs in %d stages", plan.dataset, plan.type,
-             plan.data_type, plan.num_channels, len(plan.scales), jobs, len(plan.stages))
+    log.info(
+        "%s: %s %s x%d, %d scales, %d jobs in %d stages",
+        plan.dataset,
+        plan.type,
+        plan.data_type,
+        plan.num_channels,
+        len(plan.scales),
+        jobs,
+        len(plan.stages),
+    )
 
 
 def cmd_gzindex(a) -> None:
@@ -70,8 +78,10 @@ def cmd_stats(a) -> None:
     from .sheet import load_sheet
 
     if a.input.suffix == ".csv":
-        items = [(d.name, d.path, d.options) for d in load_sheet(a.input, Options(
-            voxels_per_job=a.voxels_per_job))]
+        items = [
+            (d.name, d.path, d.options)
+            for d in load_sheet(a.input, Options(voxels_per_job=a.voxels_per_job))
+        ]
     else:
         items = [(a.input.name, a.input, Options(type=a.type, voxels_per_job=a.voxels_per_job))]
     print(f"{'dataset':<24} {'scale':<28} {'size':<18} {'chunk':<14} {'files':>8} {'MiB':>10}")
@@ -80,8 +90,10 @@ def cmd_stats(a) -> None:
         for row in chunk_counts(plan):
             size = "x".join(map(str, row["size"]))
             chunk = "x".join(map(str, row["chunk"]))
-            print(f"{name:<24} {row['key']:<28} {size:<18} {chunk:<14} {row['files']:>8} "
-                  f"{row['bytes'] / 2**20:>10.1f}")
+            print(
+                f"{name:<24} {row['key']:<28} {size:<18} {chunk:<14} {row['files']:>8} "
+                f"{row['bytes'] / 2**20:>10.1f}"
+            )
         jobs = sum(len(s.slabs) for s in plan.stages)
         print(f"{name:<24} {'(pyramid jobs)':<28} {jobs}")
 

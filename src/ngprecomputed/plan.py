@@ -99,14 +99,16 @@ class Plan:
         """The volume ``info`` JSON that readers open."""
         scales = []
         for s in self.scales:
-            scales.append({
-                "key": s.key,
-                "size": list(s.size),
-                "resolution": list(s.resolution),
-                "voxel_offset": [0, 0, 0],
-                "chunk_sizes": [list(s.chunk)],
-                "encoding": self.encoding,
-            })
+            scales.append(
+                {
+                    "key": s.key,
+                    "size": list(s.size),
+                    "resolution": list(s.resolution),
+                    "voxel_offset": [0, 0, 0],
+                    "chunk_sizes": [list(s.chunk)],
+                    "encoding": self.encoding,
+                }
+            )
         return {
             "@type": "neuroglancer_multiscale_volume",
             "type": self.type,
@@ -189,11 +191,15 @@ def pyramid(size, resolution, opts: Options) -> list[Scale]:
     """All scales, finest first."""
 
     def chunk_for(res, sz):
-        return tuple(opts.chunk_size) if opts.chunk_size else chunk_shape(res, sz, opts.chunk_voxels)
+        return (
+            tuple(opts.chunk_size) if opts.chunk_size else chunk_shape(res, sz, opts.chunk_voxels)
+        )
 
     size = tuple(int(n) for n in size)
     resolution = tuple(float(r) for r in resolution)
-    scales = [Scale(_scale_key(resolution), size, resolution, chunk_for(resolution, size), (1, 1, 1))]
+    scales = [
+        Scale(_scale_key(resolution), size, resolution, chunk_for(resolution, size), (1, 1, 1))
+    ]
     while opts.max_scales is None or len(scales) < opts.max_scales:
         prev = scales[-1]
         if all(s <= c for s, c in zip(prev.size, prev.chunk, strict=True)):
@@ -218,8 +224,10 @@ def stages(plan: Plan, voxels_per_job: int) -> list[Stage]:
     while first < n:
         src = max(first - 1, 0)  # stage 0 reads the source, which has scale 0's geometry
         last = first
-        while last + 1 < n and _fits(plan, src, last + 1, voxels_per_job, ch) and _aligned(
-            plan, first, last + 1
+        while (
+            last + 1 < n
+            and _fits(plan, src, last + 1, voxels_per_job, ch)
+            and _aligned(plan, first, last + 1)
         ):
             last += 1
         slabs = _slabs(plan, src, last, voxels_per_job, ch)
@@ -273,13 +281,15 @@ def _slabs(plan: Plan, src: int, last: int, budget: int, ch: int) -> list[Box]:
         for j in range(0, gy, n[1]):
             for i in range(0, gx, n[0]):
                 start = (i, j, k)
-                boxes.append(clip(
-                    tuple(
-                        (s * c, (s + m) * c)
-                        for s, m, c in zip(start, n, scale.chunk, strict=True)
-                    ),
-                    scale.size,
-                ))
+                boxes.append(
+                    clip(
+                        tuple(
+                            (s * c, (s + m) * c)
+                            for s, m, c in zip(start, n, scale.chunk, strict=True)
+                        ),
+                        scale.size,
+                    )
+                )
     return boxes
 
 
@@ -305,8 +315,10 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
     """The whole plan of one dataset from its source's header (no voxel is read)."""
     where = f"dataset {dataset}"
     if opts.type == "segmentation" and source.shape[3] > 1:
-        raise InputError(f"{where}: {source.path}: a segmentation must be 3D "
-                         f"(this one has {source.shape[3]} volumes)")
+        raise InputError(
+            f"{where}: {source.path}: a segmentation must be 3D "
+            f"(this one has {source.shape[3]} volumes)"
+        )
     data_type = output_data_type(source.source_dtype, source.scaled, opts, where)
     rescale = None
     if opts.input_min is not None or opts.input_max is not None:

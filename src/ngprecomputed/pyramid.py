@@ -14,12 +14,19 @@ log = logging.getLogger(__name__)
 
 def scale_store(plan: Plan, root: Path, index: int) -> ScaleStore:
     s = plan.scales[index]
-    return ScaleStore(root, s.key, s.grid, plan.data_type, plan.num_channels,
-                      plan.encoding, plan.gzip)
+    return ScaleStore(
+        root, s.key, s.grid, plan.data_type, plan.num_channels, plan.encoding, plan.gzip
+    )
 
 
-def build_slab(plan: Plan, root: Path, stage_index: int, slab_index: int,
-               manifest: Path, gzip_index: Path | None = None) -> None:
+def build_slab(
+    plan: Plan,
+    root: Path,
+    stage_index: int,
+    slab_index: int,
+    manifest: Path,
+    gzip_index: Path | None = None,
+) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
 
     If anything fails, the chunks this job already wrote are removed again.
@@ -29,14 +36,21 @@ def build_slab(plan: Plan, root: Path, stage_index: int, slab_index: int,
     method = "mode" if plan.type == "segmentation" else "mean"
     if stage.first == 0:
         inbox = plan.box_at(box, stage.last, 0)
-        log.info("%s: stage 0 slab %d: reading %s from %s", plan.dataset, slab_index, inbox,
-                 plan.source)
+        log.info(
+            "%s: stage 0 slab %d: reading %s from %s", plan.dataset, slab_index, inbox, plan.source
+        )
         array = to_stored(open_source(plan.source, gzip_index).read(inbox), plan)
     else:
         src = stage.first - 1
         inbox = plan.box_at(box, stage.last, src)
-        log.info("%s: stage %d slab %d: reading scale %d %s", plan.dataset, stage_index,
-                 slab_index, src, inbox)
+        log.info(
+            "%s: stage %d slab %d: reading scale %d %s",
+            plan.dataset,
+            stage_index,
+            slab_index,
+            src,
+            inbox,
+        )
         array = scale_store(plan, root, src).read_box(inbox)
     written: dict[str, list] = {}
     try:
@@ -45,15 +59,25 @@ def build_slab(plan: Plan, root: Path, stage_index: int, slab_index: int,
                 array = downsample(array, plan.scales[j].factor, method)
             store = scale_store(plan, root, j)
             written[store.dir.name] = store.write_box(plan.box_at(box, stage.last, j), array)
-            log.info("%s: scale %d (%s): %d chunks", plan.dataset, j, store.dir.name,
-                     len(written[store.dir.name]))
+            log.info(
+                "%s: scale %d (%s): %d chunks",
+                plan.dataset,
+                j,
+                store.dir.name,
+                len(written[store.dir.name]),
+            )
     except BaseException:
         for j in range(stage.first, stage.last + 1):
             store = scale_store(plan, root, j)
             for _, cbox in store.grid.chunks_in(plan.box_at(box, stage.last, j)):
                 store.path(cbox).unlink(missing_ok=True)
         raise
-    write_manifest(manifest, {
-        "dataset": plan.dataset, "stage": stage_index, "slab": slab_index,
-        "chunks": {key: [list(f) for f in files] for key, files in written.items()},
-    })
+    write_manifest(
+        manifest,
+        {
+            "dataset": plan.dataset,
+            "stage": stage_index,
+            "slab": slab_index,
+            "chunks": {key: [list(f) for f in files] for key, files in written.items()},
+        },
+    )

@@ -63,8 +63,9 @@ def _typed(value: str, spec: dict):
 def read_rows(sheet: Path, schema: dict) -> list[dict]:
     """Rows as typed dicts (empty cells dropped), validated against the sample-sheet schema."""
     try:
-        table = pd.read_csv(sheet, dtype=str, keep_default_na=False, skipinitialspace=True,
-                            comment="#")
+        table = pd.read_csv(
+            sheet, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#"
+        )
     except FileNotFoundError:
         raise InputError(f"{sheet}: sample sheet not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -73,7 +74,9 @@ def read_rows(sheet: Path, schema: dict) -> list[dict]:
     props = schema["properties"]
     for col in schema["required"]:
         if col not in table.columns:
-            raise InputError(f"{sheet}: missing column '{col}' (columns: {', '.join(table.columns)})")
+            raise InputError(
+                f"{sheet}: missing column '{col}' (columns: {', '.join(table.columns)})"
+            )
     for col in table.columns:
         if col not in props:
             raise InputError(f"{sheet}: unknown column '{col}' (known: {', '.join(props)})")
@@ -96,10 +99,12 @@ def read_rows(sheet: Path, schema: dict) -> list[dict]:
     return rows
 
 
-def load_sheet(sheet: str | Path, defaults: Options = Options(),
-               schema_dir: Path = SCHEMA_DIR) -> list[Dataset]:
+def load_sheet(
+    sheet: str | Path, defaults: Options | None = None, schema_dir: Path = SCHEMA_DIR
+) -> list[Dataset]:
     """Validated datasets of ``sheet``; relative paths resolve against the sheet's folder."""
     sheet = Path(sheet)
+    defaults = defaults or Options()
     datasets = []
     for n, row in enumerate(read_rows(sheet, load_schema("samples", schema_dir)), start=1):
         where = f"{sheet}: row {n} (dataset {row['dataset']}), column path"

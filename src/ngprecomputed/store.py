@@ -26,8 +26,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 class ScaleStore:
     """The chunk files of one scale of one dataset (flat layout, optional ``.gz``)."""
 
-    def __init__(self, root: Path, key: str, grid: Grid, dtype: str, channels: int,
-                 encoding: str = "raw", gzipped: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        key: str,
+        grid: Grid,
+        dtype: str,
+        channels: int,
+        encoding: str = "raw",
+        gzipped: bool = False,
+    ):
         self.dir = Path(root) / key
         self.grid = grid
         self.dtype = np.dtype(dtype)
@@ -67,9 +75,15 @@ class ScaleStore:
                 data = gzip.decompress(data)
             cshape = tuple(hi - lo for lo, hi in cbox) + (self.channels,)
             chunk = self.codec.decode(data, cshape, self.dtype)
-            inter = [(max(a0, b0), min(a1, b1)) for (a0, a1), (b0, b1) in zip(cbox, box, strict=True)]
-            dst = tuple(slice(lo - b0, hi - b0) for (lo, hi), (b0, _) in zip(inter, box, strict=True))
-            src = tuple(slice(lo - c0, hi - c0) for (lo, hi), (c0, _) in zip(inter, cbox, strict=True))
+            inter = [
+                (max(a0, b0), min(a1, b1)) for (a0, a1), (b0, b1) in zip(cbox, box, strict=True)
+            ]
+            dst = tuple(
+                slice(lo - b0, hi - b0) for (lo, hi), (b0, _) in zip(inter, box, strict=True)
+            )
+            src = tuple(
+                slice(lo - c0, hi - c0) for (lo, hi), (c0, _) in zip(inter, cbox, strict=True)
+            )
             out[dst] = chunk[src]
         return out
 

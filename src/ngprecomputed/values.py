@@ -44,8 +44,10 @@ def _labels(array: np.ndarray, out: np.dtype, plan: Plan) -> np.ndarray:
     if array.dtype.kind == "f":
         bad = ~np.isfinite(array) | (array != np.round(array))
         if bad.any():
-            raise InputError(f"{where}: segmentation has non-integer labels "
-                             f"(e.g. {array[bad].flat[0]}); is it an image?")
+            raise InputError(
+                f"{where}: segmentation has non-integer labels "
+                f"(e.g. {array[bad].flat[0]}); is it an image?"
+            )
     if array.dtype.kind in "if" and array.size and array.min() < 0:
         raise InputError(f"{where}: segmentation has negative labels (min {array.min()})")
     if array.size and array.max() > np.iinfo(out).max:

@@ -12,5 +12,5 @@ __all__ = ["VolumeSource", "open_source"]
 
 
 def open_source(path: str | Path, gzip_index: str | Path | None = None) -> VolumeSource:
-    """Open the input at ``path``; ``gzip_index`` is an exported indexed_gzip index for .gz files."""
+    """Open ``path``; ``gzip_index`` is an exported indexed_gzip index for .gz files."""
     return VolumeSource(Path(path), gzip_index=Path(gzip_index) if gzip_index else None)

@@ -40,8 +40,11 @@ class VolumeSource:
         header_shape = tuple(int(n) for n in self._img.shape)
         raw_dtype = self._img.get_data_dtype()
         self._check(header_shape, raw_dtype)
-        self.shape = (*header_shape[:3], *([1] * (3 - len(header_shape[:3]))),
-                      int(np.prod(header_shape[3:], dtype=np.int64)))
+        self.shape = (
+            *header_shape[:3],
+            *([1] * (3 - len(header_shape[:3]))),
+            int(np.prod(header_shape[3:], dtype=np.int64)),
+        )
         self.scaled = self._is_scaled()
         self.source_dtype = raw_dtype
         self.dtype = np.dtype(np.float64) if self.scaled else raw_dtype.newbyteorder("=")
@@ -50,8 +53,10 @@ class VolumeSource:
 
     def _check(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         if len(shape) > 4 and any(n != 1 for n in shape[4:]):
-            raise InputError(f"{self.path}: {len(shape)}D volumes are not supported "
-                             f"(shape {shape}); at most 4D, the fourth axis becoming channels")
+            raise InputError(
+                f"{self.path}: {len(shape)}D volumes are not supported "
+                f"(shape {shape}); at most 4D, the fourth axis becoming channels"
+            )
         if any(n == 0 for n in shape):
             raise InputError(f"{self.path}: an axis has zero length (shape {shape})")
         if dtype.fields is not None:
