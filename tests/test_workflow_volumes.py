@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import check_pyramid, snakemake, write_sheet
+from conftest import check_pyramid, read_cloudvolume, snakemake, write_sheet
 
 pytestmark = pytest.mark.workflow
 
@@ -170,3 +170,25 @@ def test_fan_out_matches_single_job(tmp_path, data, converted):
         np.testing.assert_array_equal(
             check_pyramid(out / n)["scale0"], check_pyramid(results / n)["scale0"]
         )
+
+
+def test_sheet_overrides_and_gzip(tmp_path, converted):
+    """data_type, input range, max_scales, chunk_size and gzip from the sheet, end to end."""
+    _, cases = converted
+    path = cases["aniso_int16"][0]
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text(
+        "dataset,path,type,data_type,input_min,input_max,max_scales,chunk_size,gzip\n"
+        f"over,{path},image,uint8,-3000,3000,2,16,true\n"
+    )
+    out = tmp_path / "results"
+    snakemake(tmp_path, "--config", f"samples={sheet}", f"results={out}")
+    info = json.loads((out / "over" / "info").read_text())
+    assert info["data_type"] == "uint8" and len(info["scales"]) == 2
+    assert info["scales"][0]["chunk_sizes"] == [[16, 16, 16]]
+    chunks = [p for p in (out / "over" / info["scales"][0]["key"]).iterdir()]
+    assert chunks and all(p.suffix == ".gz" for p in chunks)
+    source = np.asanyarray(nib.load(path).dataobj).astype(np.float64)
+    expected = np.clip((source + 3000) / 6000 * 255, 0, 255)
+    expected = np.trunc(expected + 0.5).astype(np.uint8)[..., None]
+    np.testing.assert_array_equal(read_cloudvolume(out / "over", 0), expected)
