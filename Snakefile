@@ -13,3 +13,7 @@ rule all:
     default_target: True
     input:
         all_targets,
+
+
+onerror:
+    report_failures()

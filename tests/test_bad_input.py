@@ -116,4 +116,6 @@ def test_bad_files_fail_alone_with_one_line_each(tmp_path, good):
         assert not (out / name / "info").exists()
         assert not any((out / name).rglob("*-*_*-*_*-*")), f"{name}: chunks left behind"
     assert "Traceback" not in proc.stderr
+    summary = proc.stderr.split(f"ngprecomputed: {len(bad)} failed:")[1]
+    assert all(f"\n  {name}: dataset {name}: " in summary for name in bad), summary
     check_pyramid(out / "good")

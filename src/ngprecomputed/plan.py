@@ -247,8 +247,8 @@ def stages(plan: Plan, voxels_per_job: int) -> list[Stage]:
 def _fits(plan: Plan, src: int, last: int, budget: int, ch: int) -> bool:
     """Does one chunk row in z, whole in x and y, of scale ``last`` fit the budget at ``src``?"""
     fz = plan.factor_between(src, last)[2]
-    sx, sy, _ = plan.scales[src].size
-    return sx * sy * plan.scales[last].chunk[2] * fz * ch <= budget
+    sx, sy, sz = plan.scales[src].size
+    return sx * sy * min(plan.scales[last].chunk[2] * fz, sz) * ch <= budget
 
 
 def _aligned(plan: Plan, first: int, last: int) -> bool:

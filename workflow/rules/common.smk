@@ -1,5 +1,6 @@
 # Config, sample sheet and per-dataset plans, computed once at parse time from file headers.
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -9,6 +10,7 @@ from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Options, make_plan
 from ngprecomputed.resources import job_mem_mb
 from ngprecomputed.sheet import load_sheet
+from ngprecomputed.summary import failures
 from ngprecomputed.sources import open_source
 
 BASE = Path(workflow.basedir)
@@ -23,6 +25,7 @@ validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 RESULTS = Path(config["results"])
 WORK = RESULTS / ".work"
 LOGS = RESULTS / "logs"
+STARTED = time.time()
 
 
 def _sheet_path(value):
@@ -85,3 +88,11 @@ def all_targets(wildcards):
         str(RESULTS / name / "info") if plan else str(WORK / name / "plan.json")
         for name, plan in PLANS.items()
     ]
+
+
+def report_failures():
+    lines = failures(LOGS, STARTED)
+    if lines:
+        print(
+            f"ngprecomputed: {len(lines)} failed:", *lines, sep="\n  ", file=sys.stderr
+        )
