@@ -15,5 +15,9 @@ rule all:
         all_targets,
 
 
+onsuccess:
+    finish(ok=True)
+
+
 onerror:
-    report_failures()
+    finish(ok=False)

@@ -60,10 +60,11 @@ def test_max_scales_and_fixed_chunk_size():
 def test_slabs_tile_every_scale_exactly_once(budget):
     plan = make((150, 97, 61), chunk_voxels=4096, voxels_per_job=budget)
     covered = {j: 0 for j in range(len(plan.scales))}
-    for st in plan.stages:
+    for index, st in enumerate(plan.stages):
         src = max(st.first - 1, 0)
-        for box in st.slabs:
-            n_in = voxels(plan.box_at(box, st.last, src))
+        for slab in range(st.count):
+            box = plan.slab(index, slab)
+            n_in = voxels(plan.input_box(index, slab))
             chunk_in = int(np.prod(plan.scales[st.last].chunk)) * int(
                 np.prod(plan.factor_between(src, st.last))
             )
@@ -80,17 +81,26 @@ def test_slabs_tile_every_scale_exactly_once(budget):
 
 
 def test_small_volume_is_one_job_and_big_volume_fans_out():
-    assert sum(len(s.slabs) for s in make((197, 233, 189)).stages) == 1
-    big = make((6500, 7400, 5700), voxels_per_job=2**28)
-    jobs = sum(len(s.slabs) for s in big.stages)
-    assert 100 < jobs < 10_000
+    assert make((197, 233, 189)).jobs == 1
+    assert 100 < make((6500, 7400, 5700), voxels_per_job=2**28).jobs < 10_000
 
 
-def test_needs_point_at_overlapping_slabs():
-    plan = make((200, 200, 200), chunk_voxels=4096, voxels_per_job=100_000)
-    for prev, st in zip(plan.stages, plan.stages[1:], strict=False):
-        for _box, needs in zip(st.slabs, st.needs, strict=True):
-            assert needs and all(i < len(prev.slabs) for i in needs)
+def test_needs_are_exactly_the_overlapping_slabs():
+    plan = make((200, 190, 170), chunk_voxels=4096, voxels_per_job=60_000)
+    assert len(plan.stages) > 2
+    for index in range(1, len(plan.stages)):
+        prev = plan.stages[index - 1]
+        for slab in range(plan.stages[index].count):
+            inbox = plan.input_box(index, slab)
+            overlapping = [
+                i
+                for i in range(prev.count)
+                if all(
+                    a < d and c < b
+                    for (a, b), (c, d) in zip(plan.slab(index - 1, i), inbox, strict=True)
+                )
+            ]
+            assert plan.needs(index, slab) == overlapping and overlapping
 
 
 @pytest.mark.parametrize(

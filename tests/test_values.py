@@ -20,9 +20,7 @@ def test_float_to_integer_rounds_half_away_from_zero_clips_and_zeroes_nan():
 
 def test_input_range_maps_onto_the_whole_type():
     a = np.array([-100.0, 0.0, 50.0, 100.0, 200.0])
-    np.testing.assert_array_equal(
-        to_stored(a, plan(rescale=(0.0, 100.0))), [0, 0, 128, 255, 255]
-    )
+    np.testing.assert_array_equal(to_stored(a, plan(rescale=(0.0, 100.0))), [0, 0, 128, 255, 255])
     np.testing.assert_allclose(
         to_stored(a, plan(data_type="float32", rescale=(0.0, 100.0))), [0, 0, 0.5, 1, 1]
     )

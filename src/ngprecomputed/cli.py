@@ -13,7 +13,10 @@ from pathlib import Path
 
 from .errors import InputError, naming
 from .plan import Options, Plan, chunk_counts, make_plan
+from .pyramid import build_slab
 from .sources import open_source
+from .sources.volume import build_gzip_index
+from .store import write_atomic
 
 log = logging.getLogger("ngprecomputed")
 
@@ -29,14 +32,16 @@ def options_to_json(options: Options) -> str:
     return json.dumps(dataclasses.asdict(options), sort_keys=True)
 
 
-def cmd_plan(a) -> None:
+def planned(a) -> Plan:
+    """The dataset's plan, from its source header and options (cheap: no voxel is read)."""
     with naming(a.dataset):
-        plan = make_plan(a.dataset, open_source(a.source), options_from_json(a.options))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    from .store import write_atomic
+        return make_plan(a.dataset, open_source(a.source), options_from_json(a.options))
 
+
+def cmd_plan(a) -> None:
+    plan = planned(a)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(a.out, plan.to_json().encode())
-    jobs = sum(len(s.slabs) for s in plan.stages)
     log.info(
         "%s: %s %s x%d, %d scales, %d jobs in %d stages",
         plan.dataset,
@@ -44,33 +49,36 @@ def cmd_plan(a) -> None:
         plan.data_type,
         plan.num_channels,
         len(plan.scales),
-        jobs,
+        plan.jobs,
         len(plan.stages),
     )
 
 
 def cmd_gzindex(a) -> None:
-    from .sources.volume import build_gzip_index
-
     a.out.parent.mkdir(parents=True, exist_ok=True)
     build_gzip_index(a.source, a.out)
 
 
 def cmd_build(a) -> None:
-    from .pyramid import build_slab
-
-    plan = Plan.load(a.plan)
+    plan = planned(a)
     with naming(plan.dataset):
         build_slab(plan, a.root, a.stage, a.slab, a.manifest, a.gzip_index)
 
 
 def cmd_finalize(a) -> None:
-    from .store import write_atomic
-
-    plan = Plan.load(a.plan)
+    """Build the last stage when it is one slab (it runs after every other job), then write
+    the plan record, ``transform.json`` and, last, ``info``."""
+    plan = planned(a)
+    last = len(plan.stages) - 1
+    if plan.stages[last].count == 1:
+        with naming(plan.dataset):
+            build_slab(plan, a.root, last, 0, gzip_index=a.gzip_index)
     a.root.mkdir(parents=True, exist_ok=True)
+    if a.plan_out:
+        a.plan_out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(a.plan_out, plan.to_json().encode())
     write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
-    write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())  # last
+    write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())
     log.info("%s: wrote %s", plan.dataset, a.root / "info")
 
 
@@ -94,8 +102,7 @@ def cmd_stats(a) -> None:
                 f"{name:<24} {row['key']:<28} {size:<18} {chunk:<14} {row['files']:>8} "
                 f"{row['bytes'] / 2**20:>10.1f}"
             )
-        jobs = sum(len(s.slabs) for s in plan.stages)
-        print(f"{name:<24} {'(pyramid jobs)':<28} {jobs}")
+        print(f"{name:<24} {'(pyramid jobs)':<28} {plan.jobs}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,10 +111,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, help="also write the log to this file")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def dataset_args(s):
+        s.add_argument("source", type=Path, help="the input volume")
+        s.add_argument("--dataset", required=True, help="the dataset's name")
+        s.add_argument("--options", default="{}", help="per-dataset options as JSON")
+
     s = sub.add_parser("plan", help="plan a dataset from its source header (writes plan JSON)")
-    s.add_argument("source", type=Path)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--options", default="{}", help="per-dataset options as JSON")
+    dataset_args(s)
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_plan)
 
@@ -117,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_gzindex)
 
     s = sub.add_parser("build", help="write one slab of one pyramid stage")
-    s.add_argument("plan", type=Path)
+    dataset_args(s)
     s.add_argument("--stage", type=int, required=True)
     s.add_argument("--slab", type=int, required=True)
     s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
@@ -125,9 +135,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gzip-index", type=Path)
     s.set_defaults(func=cmd_build)
 
-    s = sub.add_parser("finalize", help="write transform.json and, last, the info file")
-    s.add_argument("plan", type=Path)
-    s.add_argument("--root", type=Path, required=True)
+    s = sub.add_parser("finalize", help="last stage (if one slab), transform.json, then info")
+    dataset_args(s)
+    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
+    s.add_argument("--plan-out", type=Path, help="also write the plan here, as a record")
+    s.add_argument("--gzip-index", type=Path)
     s.set_defaults(func=cmd_finalize)
 
     s = sub.add_parser("stats", help="scales, chunks, files and bytes before anything is written")

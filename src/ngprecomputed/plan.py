@@ -55,12 +55,20 @@ class Scale:
 
 @dataclass(frozen=True)
 class Stage:
-    """Scales ``first..last`` made from scale ``first - 1`` (or the source for stage 0)."""
+    """Scales ``first..last`` made from scale ``first - 1`` (or the source for stage 0).
+
+    Its slabs tile scale ``last`` as a regular grid: each holds ``per_slab`` chunks per axis
+    (fewer at the far edges), numbered x fastest, then y, then z.
+    """
 
     first: int
     last: int
-    slabs: list[Box]  # boxes of scale ``last``, chunk-aligned
-    needs: list[list[int]]  # per slab, the slabs of the previous stage it reads
+    per_slab: tuple[int, int, int]
+    grid: tuple[int, int, int]  # slabs per axis
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.grid))
 
 
 @dataclass
@@ -95,6 +103,49 @@ class Plan:
             self.scales[fine].size,
         )
 
+    def slab(self, stage_index: int, slab_index: int) -> Box:
+        """The box of slab ``slab_index`` of a stage, in voxels of the stage's last scale."""
+        stage = self.stages[stage_index]
+        position = np.unravel_index(slab_index, stage.grid, order="F")
+        scale = self.scales[stage.last]
+        return clip(
+            tuple(
+                (p * n * c, (p + 1) * n * c)
+                for p, n, c in zip(position, stage.per_slab, scale.chunk, strict=True)
+            ),
+            scale.size,
+        )
+
+    def slabs_over(self, stage_index: int, box: Box) -> list[int]:
+        """Slabs of a stage that overlap ``box`` (voxels of the stage's last scale)."""
+        stage = self.stages[stage_index]
+        chunk = self.scales[stage.last].chunk
+        ranges = [
+            range(lo // (n * c), -(-hi // (n * c)))
+            for (lo, hi), n, c in zip(box, stage.per_slab, chunk, strict=True)
+        ]
+        return sorted(
+            int(np.ravel_multi_index((i, j, k), stage.grid, order="F"))
+            for i in ranges[0]
+            for j in ranges[1]
+            for k in ranges[2]
+        )
+
+    def input_box(self, stage_index: int, slab_index: int) -> Box:
+        """What a slab reads: a box of the source (stage 0) or of the scale above the stage."""
+        stage = self.stages[stage_index]
+        return self.box_at(self.slab(stage_index, slab_index), stage.last, max(stage.first - 1, 0))
+
+    def needs(self, stage_index: int, slab_index: int) -> list[int]:
+        """Slabs of the previous stage that a slab reads from."""
+        if stage_index == 0:
+            return []
+        return self.slabs_over(stage_index - 1, self.input_box(stage_index, slab_index))
+
+    @property
+    def jobs(self) -> int:
+        return sum(s.count for s in self.stages)
+
     def info(self) -> dict:
         """The volume ``info`` JSON that readers open."""
         scales = []
@@ -124,10 +175,7 @@ class Plan:
     def from_json(cls, text: str) -> "Plan":
         d = json.loads(text)
         d["scales"] = [Scale(**{k: _tuple(v) for k, v in s.items()}) for s in d["scales"]]
-        d["stages"] = [
-            Stage(s["first"], s["last"], [_box(b) for b in s["slabs"]], s["needs"])
-            for s in d["stages"]
-        ]
+        d["stages"] = [Stage(**{k: _tuple(v) for k, v in s.items()}) for s in d["stages"]]
         d["rescale"] = tuple(d["rescale"]) if d["rescale"] else None
         return cls(**d)
 
@@ -138,10 +186,6 @@ class Plan:
 
 def _tuple(v):
     return tuple(v) if isinstance(v, list) else v
-
-
-def _box(b) -> Box:
-    return tuple(tuple(r) for r in b)
 
 
 def output_data_type(source: np.dtype, scaled: bool, opts: Options, where: str) -> str:
@@ -230,16 +274,11 @@ def stages(plan: Plan, voxels_per_job: int) -> list[Stage]:
             and _aligned(plan, first, last + 1)
         ):
             last += 1
-        slabs = _slabs(plan, src, last, voxels_per_job, ch)
-        needs = []
-        if out:
-            prev = out[-1]
-            for box in slabs:
-                inbox = plan.box_at(box, last, src)
-                needs.append([i for i, b in enumerate(prev.slabs) if _overlap(b, inbox)])
-        else:
-            needs = [[] for _ in slabs]
-        out.append(Stage(first, last, slabs, needs))
+        per_slab = _per_slab(plan, src, last, voxels_per_job, ch)
+        grid = tuple(
+            -(-g // n) for g, n in zip(plan.scales[last].grid.shape, per_slab, strict=True)
+        )
+        out.append(Stage(first, last, per_slab, grid))
         first = last + 1
     return out
 
@@ -262,39 +301,19 @@ def _aligned(plan: Plan, first: int, last: int) -> bool:
     return True
 
 
-def _slabs(plan: Plan, src: int, last: int, budget: int, ch: int) -> list[Box]:
+def _per_slab(plan: Plan, src: int, last: int, budget: int, ch: int) -> tuple[int, int, int]:
+    """Chunks of scale ``last`` per slab: whole z rows when they fit, else split y, then x."""
     scale = plan.scales[last]
-    grid = scale.grid
     f = plan.factor_between(src, last)
     # input voxels per chunk of scale ``last``
     per_chunk = int(np.prod([c * k for c, k in zip(scale.chunk, f, strict=True)])) * ch
-    gx, gy, gz = grid.shape
+    gx, gy, gz = scale.grid.shape
     room = max(budget // per_chunk, 1)  # chunks per slab
     if room >= gx * gy:
-        n = (gx, gy, max(room // (gx * gy), 1))
-    elif room >= gx:
-        n = (gx, room // gx, 1)
-    else:
-        n = (room, 1, 1)
-    boxes = []
-    for k in range(0, gz, n[2]):
-        for j in range(0, gy, n[1]):
-            for i in range(0, gx, n[0]):
-                start = (i, j, k)
-                boxes.append(
-                    clip(
-                        tuple(
-                            (s * c, (s + m) * c)
-                            for s, m, c in zip(start, n, scale.chunk, strict=True)
-                        ),
-                        scale.size,
-                    )
-                )
-    return boxes
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return all(lo1 < hi2 and lo2 < hi1 for (lo1, hi1), (lo2, hi2) in zip(a, b, strict=True))
+        return (gx, gy, min(max(room // (gx * gy), 1), gz))
+    if room >= gx:
+        return (gx, room // gx, 1)
+    return (room, 1, 1)
 
 
 def neuroglancer_transform(affine: np.ndarray, unit_nm: float, resolution) -> list[list[float]]:
@@ -341,7 +360,7 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
         scales=pyramid(source.shape[:3], resolution, opts),
     )
     plan.stages = stages(plan, opts.voxels_per_job)
-    plan.gzip_index = len(plan.stages[0].slabs) > 2 and is_gzip(source.path)
+    plan.gzip_index = plan.stages[0].count > 2 and is_gzip(source.path)
     return plan
 
 

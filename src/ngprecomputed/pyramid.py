@@ -24,7 +24,7 @@ def build_slab(
     root: Path,
     stage_index: int,
     slab_index: int,
-    manifest: Path,
+    manifest: Path | None = None,
     gzip_index: Path | None = None,
 ) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
@@ -32,27 +32,22 @@ def build_slab(
     If anything fails, the chunks this job already wrote are removed again.
     """
     stage = plan.stages[stage_index]
-    box = stage.slabs[slab_index]
-    method = "mode" if plan.type == "segmentation" else "mean"
+    box = plan.slab(stage_index, slab_index)
+    inbox = plan.input_box(stage_index, slab_index)
+    log.info(
+        "%s: stage %d slab %d: reading %s of %s",
+        plan.dataset,
+        stage_index,
+        slab_index,
+        inbox,
+        "the source" if stage.first == 0 else f"scale {stage.first - 1}",
+    )
     if stage.first == 0:
-        inbox = plan.box_at(box, stage.last, 0)
-        log.info(
-            "%s: stage 0 slab %d: reading %s from %s", plan.dataset, slab_index, inbox, plan.source
-        )
         array = to_stored(open_source(plan.source, gzip_index).read(inbox), plan)
     else:
-        src = stage.first - 1
-        inbox = plan.box_at(box, stage.last, src)
-        log.info(
-            "%s: stage %d slab %d: reading scale %d %s",
-            plan.dataset,
-            stage_index,
-            slab_index,
-            src,
-            inbox,
-        )
-        array = scale_store(plan, root, src).read_box(inbox)
-    written: dict[str, list] = {}
+        array = scale_store(plan, root, stage.first - 1).read_box(inbox)
+    method = "mode" if plan.type == "segmentation" else "mean"
+    written = {}
     try:
         for j in range(stage.first, stage.last + 1):
             if j > 0:
@@ -72,12 +67,13 @@ def build_slab(
             for _, cbox in store.grid.chunks_in(plan.box_at(box, stage.last, j)):
                 store.path(cbox).unlink(missing_ok=True)
         raise
-    write_manifest(
-        manifest,
-        {
-            "dataset": plan.dataset,
-            "stage": stage_index,
-            "slab": slab_index,
-            "chunks": {key: [list(f) for f in files] for key, files in written.items()},
-        },
-    )
+    if manifest is not None:
+        write_manifest(
+            manifest,
+            {
+                "dataset": plan.dataset,
+                "stage": stage_index,
+                "slab": slab_index,
+                "chunks": {key: [list(f) for f in files] for key, files in written.items()},
+            },
+        )

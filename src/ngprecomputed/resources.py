@@ -12,8 +12,7 @@ def job_mem_mb(plan: Plan, stage_index: int, slab_index: int) -> int:
     """Peak memory of one pyramid job: its input box as read and as stored, plus the scales it
     makes (each at most 1/2 of the one above) and the interpreter."""
     stage = plan.stages[stage_index]
-    src = max(stage.first - 1, 0)
-    n = voxels(plan.box_at(stage.slabs[slab_index], stage.last, src)) * plan.num_channels
+    n = voxels(plan.input_box(stage_index, slab_index)) * plan.num_channels
     stored = np.dtype(plan.data_type).itemsize
     read = 8 if plan.scaled else np.dtype(plan.source_dtype).itemsize
     if stage.first > 0:

@@ -1,5 +1,6 @@
 # Config, sample sheet and per-dataset plans, computed once at parse time from file headers.
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,22 +71,57 @@ def manifest(dataset, stage, slab):
     return str(WORK / dataset / f"stage{stage}" / f"slab{slab}.json")
 
 
-def pyramid_inputs(w):
-    plan = PLANS[w.dataset]
-    stage, slab = int(w.stage), int(w.slab)
-    inputs = {"plan": str(WORK / w.dataset / "plan.json")}
-    if stage == 0 and plan.gzip_index:
-        inputs["gzip_index"] = str(WORK / w.dataset / "source.gzidx")
-    if stage > 0:
-        inputs["upstream"] = [
-            manifest(w.dataset, stage - 1, i) for i in plan.stages[stage].needs[slab]
-        ]
+def source_inputs(dataset, stage, slab):
+    """The source, and its gzip index where one pays, for a job that reads the source.
+
+    The first slab starts at the beginning of the file and needs no index: it runs while the
+    index is being built."""
+    inputs = {"source": str(DATASETS[dataset].path)}
+    if stage == 0 and slab > 0 and PLANS[dataset].gzip_index:
+        inputs["gzip_index"] = str(WORK / dataset / "source.gzidx")
     return inputs
 
 
+def upstream(dataset, stage, slab):
+    """Manifests of the previous stage's slabs that this slab reads."""
+    if stage == 0:
+        return []
+    return [manifest(dataset, stage - 1, i) for i in PLANS[dataset].needs(stage, slab)]
+
+
+def pyramid_inputs(w):
+    stage, slab = int(w.stage), int(w.slab)
+    return {
+        **source_inputs(w.dataset, stage, slab),
+        "upstream": upstream(w.dataset, stage, slab),
+    }
+
+
+def finalize_inputs(w):
+    """The last stage is built by the finalize job when it is one slab; else it waits for it."""
+    plan = PLANS[w.dataset]
+    last = len(plan.stages) - 1
+    if plan.stages[last].count == 1:
+        return {
+            **source_inputs(w.dataset, last, 0),
+            "upstream": upstream(w.dataset, last, 0),
+        }
+    return {
+        "source": str(DATASETS[w.dataset].path),
+        "upstream": [
+            manifest(w.dataset, last, i) for i in range(plan.stages[last].count)
+        ],
+    }
+
+
+def gzip_index_arg(wildcards, input):
+    return f"--gzip-index {input.gzip_index}" if "gzip_index" in input.keys() else ""
+
+
 def all_targets(wildcards):
+    """Every dataset's info; for a dataset whose header is unreadable, the job that says why."""
     return [
-        str(RESULTS / name / "info") if plan else str(WORK / name / "plan.json")
+        str(RESULTS / name / "info") if plan else str(WORK / name / "header.checked")
         for name, plan in PLANS.items()
     ]
 
@@ -96,3 +132,14 @@ def report_failures():
         print(
             f"ngprecomputed: {len(lines)} failed:", *lines, sep="\n  ", file=sys.stderr
         )
+
+
+def finish(ok):
+    """Say what failed; then let the process exit at once. Snakemake's job-rate limiter
+    (default 100/1s) leaves a non-daemon 1 s threading.Timer behind, which delays the exit of
+    every run by up to a second."""
+    if not ok:
+        report_failures()
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
