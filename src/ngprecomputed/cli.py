@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -105,6 +106,18 @@ def cmd_stats(a) -> None:
         print(f"{name:<24} {'(pyramid jobs)':<28} {plan.jobs}")
 
 
+def peak_rss_mib() -> float:
+    """This program's peak resident memory, exact (Snakemake's sampled benchmark misses short
+    jobs). VmHWM starts afresh at exec; ru_maxrss would include the forking Snakemake's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ngprecomputed", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -167,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         print(f"ngprecomputed: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        log.info("peak memory %.0f MiB", peak_rss_mib())
     return 0
 
 
