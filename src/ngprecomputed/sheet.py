@@ -4,12 +4,12 @@ Every problem is reported as one line naming the sheet, the row (1 = first data 
 and the column, before any job runs.
 """
 
+import csv
 import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jsonschema
-import pandas as pd
 import yaml
 
 from .errors import InputError
@@ -60,32 +60,42 @@ def _typed(value: str, spec: dict):
     return value
 
 
-def read_rows(sheet: Path, schema: dict) -> list[dict]:
-    """Rows as typed dicts (empty cells dropped), validated against the sample-sheet schema."""
+def _records(sheet: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the CSV (blank lines and ``#`` comment lines skipped), as text."""
     try:
-        table = pd.read_csv(
-            sheet, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#"
-        )
+        with open(sheet, newline="", encoding="utf-8-sig") as f:
+            lines = [ln for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
     except FileNotFoundError:
         raise InputError(f"{sheet}: sample sheet not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise InputError(f"{sheet}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    table.columns = [c.strip() for c in table.columns]
+    except (UnicodeDecodeError, IsADirectoryError) as e:
+        raise InputError(f"{sheet}: not a readable CSV ({e})") from None
+    records = list(csv.reader(lines))
+    if not records:
+        raise InputError(f"{sheet}: empty sample sheet")
+    header = [c.strip() for c in records[0]]
+    for n, cells in enumerate(records[1:], start=1):
+        if len(cells) > len(header):
+            raise InputError(f"{sheet}: row {n} has {len(cells)} cells, the header {len(header)}")
+    return header, records[1:]
+
+
+def read_rows(sheet: Path, schema: dict) -> list[dict]:
+    """Rows as typed dicts (empty cells dropped), validated against the sample-sheet schema."""
+    header, records = _records(sheet)
     props = schema["properties"]
     for col in schema["required"]:
-        if col not in table.columns:
-            raise InputError(
-                f"{sheet}: missing column '{col}' (columns: {', '.join(table.columns)})"
-            )
-    for col in table.columns:
+        if col not in header:
+            raise InputError(f"{sheet}: missing column '{col}' (columns: {', '.join(header)})")
+    for col in header:
         if col not in props:
             raise InputError(f"{sheet}: unknown column '{col}' (known: {', '.join(props)})")
-    if table.empty:
+    if not records:
         raise InputError(f"{sheet}: no datasets")
     validator = jsonschema.Draft202012Validator(schema)
     rows, seen = [], {}
-    for n, record in enumerate(table.to_dict("records"), start=1):
-        row = {k: _typed(v.strip(), props[k]) for k, v in record.items() if v.strip() != ""}
+    for n, cells in enumerate(records, start=1):
+        pairs = zip(header, cells, strict=False)  # a short row leaves its last cells empty
+        row = {k: _typed(v.strip(), props[k]) for k, v in pairs if v.strip() != ""}
         where = f"{sheet}: row {n} (dataset {row.get('dataset', '?')})"
         for error in sorted(validator.iter_errors(row), key=lambda e: list(e.path)):
             column = error.path[0] if error.path else None
@@ -104,9 +114,15 @@ def load_sheet(
 ) -> list[Dataset]:
     """Validated datasets of ``sheet``; relative paths resolve against the sheet's folder."""
     sheet = Path(sheet)
-    defaults = defaults or Options()
+    return datasets_from_rows(
+        sheet, read_rows(sheet, load_schema("samples", schema_dir)), defaults or Options()
+    )
+
+
+def datasets_from_rows(sheet: Path, rows: list[dict], defaults: Options) -> list[Dataset]:
+    """Typed settings of validated rows; paths checked and resolved."""
     datasets = []
-    for n, row in enumerate(read_rows(sheet, load_schema("samples", schema_dir)), start=1):
+    for n, row in enumerate(rows, start=1):
         where = f"{sheet}: row {n} (dataset {row['dataset']}), column path"
         try:
             path = resolve_path(row["path"], sheet.resolve().parent)

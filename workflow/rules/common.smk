@@ -10,7 +10,7 @@ from ngprecomputed.cli import options_to_json
 from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Options, make_plan
 from ngprecomputed.resources import job_mem_mb
-from ngprecomputed.sheet import load_sheet
+from ngprecomputed.sheet import datasets_from_rows, load_schema, read_rows
 from ngprecomputed.summary import failures
 from ngprecomputed.sources import open_source
 
@@ -43,10 +43,14 @@ def _load():
         chunk_voxels=config["chunk_voxels"],
         gzip=config["gzip"],
     )
+    sheet = _sheet_path(config["samples"])
     try:
-        datasets = {
-            d.name: d for d in load_sheet(_sheet_path(config["samples"]), defaults)
-        }
+        rows = read_rows(sheet, load_schema("samples", SCHEMAS))  # one line per problem
+        for (
+            row
+        ) in rows:  # Snakemake's own check, same schema: passes once read_rows has
+            validate(row, schema=str(SCHEMAS / "samples.schema.yaml"))
+        datasets = {d.name: d for d in datasets_from_rows(sheet, rows, defaults)}
     except InputError as e:
         sys.exit(f"ngprecomputed: error: {e}")
     plans = {}
@@ -54,7 +58,7 @@ def _load():
         try:
             plans[name] = make_plan(name, open_source(d.path), d.options)
         except InputError:
-            plans[name] = None  # its plan job fails with the message; the others go on
+            plans[name] = None  # read_header fails with the message; the others go on
     return datasets, plans
 
 

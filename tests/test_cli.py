@@ -1,0 +1,32 @@
+"""The command line: stats before anything is written, one-line errors."""
+
+from conftest import write_sheet
+from ngprecomputed.cli import main
+
+
+def test_stats_lists_scales_files_and_jobs_without_writing(tmp_path, data, capsys):
+    sheet = write_sheet(
+        tmp_path / "s.csv",
+        [
+            {"dataset": "t1", "path": data["mni_t1"], "type": "image"},
+            {"dataset": "aal", "path": data["aal"], "type": "segmentation"},
+        ],
+    )
+    assert main(["stats", str(sheet)]) == 0
+    out = capsys.readouterr().out
+    assert "1000000_1000000_1000000" in out and "197x233x189" in out
+    assert "(pyramid jobs)" in out and "aal" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+
+
+def test_input_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    bad = tmp_path / "x.nii"
+    bad.write_bytes(b"nonsense")
+    code = main(["plan", str(bad), "--dataset", "x", "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert [ln for ln in err if "error" in ln] == [
+        f"ngprecomputed: error: dataset x: {bad}: not a readable volume "
+        f'(Cannot work out file type of "{bad}")'
+    ]
+    assert not (tmp_path / "p.json").exists()
