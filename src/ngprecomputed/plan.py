@@ -110,7 +110,7 @@ class Plan:
         scale = self.scales[stage.last]
         return clip(
             tuple(
-                (p * n * c, (p + 1) * n * c)
+                (int(p) * n * c, (int(p) + 1) * n * c)
                 for p, n, c in zip(position, stage.per_slab, scale.chunk, strict=True)
             ),
             scale.size,
@@ -276,7 +276,7 @@ def stages(plan: Plan, voxels_per_job: int) -> list[Stage]:
             last += 1
         per_slab = _per_slab(plan, src, last, voxels_per_job, ch)
         grid = tuple(
-            -(-g // n) for g, n in zip(plan.scales[last].grid.shape, per_slab, strict=True)
+            -(-g // k) for g, k in zip(plan.scales[last].grid.shape, per_slab, strict=True)
         )
         out.append(Stage(first, last, per_slab, grid))
         first = last + 1
