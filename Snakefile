@@ -1,8 +1,13 @@
 # ngprecomputed: sample sheet in, Neuroglancer precomputed datasets out.
 # Every path below is resolved from this file's folder, so the workflow also runs as a module.
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# This folder, also when the workflow is imported as a module from another one.
+WORKFLOW_ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=True))
 
 
 include: "workflow/rules/common.smk"

@@ -68,16 +68,13 @@ def cmd_build(a) -> None:
 
 def cmd_finalize(a) -> None:
     """Build the last stage when it is one slab (it runs after every other job), then write
-    the plan record, ``transform.json`` and, last, ``info``."""
+    ``transform.json`` and, last, ``info``."""
     plan = planned(a)
     last = len(plan.stages) - 1
     if plan.stages[last].count == 1:
         with naming(plan.dataset):
             build_slab(plan, a.root, last, 0, gzip_index=a.gzip_index)
     a.root.mkdir(parents=True, exist_ok=True)
-    if a.plan_out:
-        a.plan_out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(a.plan_out, plan.to_json().encode())
     write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
     write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())
     log.info("%s: wrote %s", plan.dataset, a.root / "info")
@@ -151,7 +148,6 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("finalize", help="last stage (if one slab), transform.json, then info")
     dataset_args(s)
     s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
-    s.add_argument("--plan-out", type=Path, help="also write the plan here, as a record")
     s.add_argument("--gzip-index", type=Path)
     s.set_defaults(func=cmd_finalize)
 

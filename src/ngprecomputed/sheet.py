@@ -80,8 +80,20 @@ def _records(sheet: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def read_rows(sheet: Path, schema: dict) -> list[dict]:
-    """Rows as typed dicts (empty cells dropped), validated against the sample-sheet schema."""
+    """Rows of a CSV sheet as typed dicts (empty cells dropped), validated against the schema."""
     header, records = _records(sheet)
+    return check_rows(str(sheet), header, records, schema)
+
+
+def config_rows(records: list[dict], schema: dict, where: str = "config samples") -> list[dict]:
+    """Rows given as a list of mappings (a host workflow's config), checked like a CSV sheet."""
+    header = list(dict.fromkeys(key for record in records for key in record))
+    cells = [["" if r.get(k) is None else str(r.get(k)) for k in header] for r in records]
+    return check_rows(where, header, cells, schema)
+
+
+def check_rows(sheet: str, header: list[str], records: list[list[str]], schema: dict):
+    """Typed, validated rows; the first problem is raised as one line naming row and column."""
     props = schema["properties"]
     for col in schema["required"]:
         if col not in header:
@@ -114,22 +126,26 @@ def load_sheet(
 ) -> list[Dataset]:
     """Validated datasets of ``sheet``; relative paths resolve against the sheet's folder."""
     sheet = Path(sheet)
-    return datasets_from_rows(
-        sheet, read_rows(sheet, load_schema("samples", schema_dir)), defaults or Options()
-    )
+    rows = read_rows(sheet, load_schema("samples", schema_dir))
+    return datasets_from_rows(str(sheet), sheet.resolve().parent, rows, defaults or Options())
 
 
-def datasets_from_rows(sheet: Path, rows: list[dict], defaults: Options) -> list[Dataset]:
-    """Typed settings of validated rows; paths checked and resolved."""
+def datasets_from_rows(
+    where: str, base: Path, rows: list[dict], defaults: Options, require_files: bool = True
+) -> list[Dataset]:
+    """Typed settings of validated rows, paths resolved against ``base``.
+
+    ``require_files=False`` lets paths name files that other rules will make (a host workflow's
+    outputs); they are planned once they exist."""
     datasets = []
     for n, row in enumerate(rows, start=1):
-        where = f"{sheet}: row {n} (dataset {row['dataset']}), column path"
+        here = f"{where}: row {n} (dataset {row['dataset']}), column path"
         try:
-            path = resolve_path(row["path"], sheet.resolve().parent)
+            path = resolve_path(row["path"], base)
         except FileNotFoundError as e:
-            raise InputError(f"{where}: {e}") from None
-        if not path.is_file():
-            raise InputError(f"{where}: no such file {path}")
+            raise InputError(f"{here}: {e}") from None
+        if require_files and not path.is_file():
+            raise InputError(f"{here}: no such file {path}")
         chunk = None
         if "chunk_size" in row:
             edges = tuple(int(v) for v in row["chunk_size"].split(","))

@@ -1,4 +1,6 @@
-# Config, sample sheet and per-dataset plans, computed once at parse time from file headers.
+# Config, sample sheet and per-dataset plans. Plans come from file headers at parse time; a
+# source that does not exist yet (made by a host workflow's rule) is planned by the `plan`
+# checkpoint once it does.
 import sys
 import threading
 import time
@@ -8,17 +10,16 @@ import yaml
 
 from ngprecomputed.cli import options_to_json
 from ngprecomputed.errors import InputError
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import Options, Plan, make_plan
 from ngprecomputed.resources import job_mem_mb
-from ngprecomputed.sheet import datasets_from_rows, load_schema, read_rows
-from ngprecomputed.summary import failures
+from ngprecomputed.sheet import config_rows, datasets_from_rows, load_schema, read_rows
 from ngprecomputed.sources import open_source
+from ngprecomputed.summary import failures
 
-BASE = Path(workflow.basedir)
-SCHEMAS = BASE / "workflow" / "schemas"
+SCHEMAS = WORKFLOW_ROOT / "workflow" / "schemas"
 
 for _key, _value in yaml.safe_load(
-    (BASE / "config" / "config.yaml").read_text()
+    (WORKFLOW_ROOT / "config" / "config.yaml").read_text()
 ).items():
     config.setdefault(_key, _value)
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
@@ -32,9 +33,18 @@ STARTED = time.time()
 def _sheet_path(value):
     """The sheet relative to the working folder, else to the workflow (its default sheet)."""
     path = Path(value)
-    if not path.is_absolute() and not path.exists() and (BASE / path).exists():
-        return BASE / path
+    if not path.is_absolute() and not path.exists() and (WORKFLOW_ROOT / path).exists():
+        return WORKFLOW_ROOT / path
     return path
+
+
+def _rows(samples, schema):
+    """Rows of a CSV sheet, or of a list given in the config; where they come from, and the
+    folder their relative paths start from."""
+    if isinstance(samples, list):
+        return config_rows(samples, schema), "config samples", Path.cwd()
+    sheet = _sheet_path(samples)
+    return read_rows(sheet, schema), str(sheet), sheet.resolve().parent
 
 
 def _load():
@@ -43,23 +53,22 @@ def _load():
         chunk_voxels=config["chunk_voxels"],
         gzip=config["gzip"],
     )
-    sheet = _sheet_path(config["samples"])
     try:
-        rows = read_rows(sheet, load_schema("samples", SCHEMAS))  # one line per problem
-        for (
-            row
-        ) in rows:  # Snakemake's own check, same schema: passes once read_rows has
+        rows, where, base = _rows(config["samples"], load_schema("samples", SCHEMAS))
+        for row in rows:  # Snakemake's own check of the same schema, passed by now
             validate(row, schema=str(SCHEMAS / "samples.schema.yaml"))
-        datasets = {d.name: d for d in datasets_from_rows(sheet, rows, defaults)}
+        datasets = datasets_from_rows(
+            where, base, rows, defaults, require_files=not config["upstream_sources"]
+        )
     except InputError as e:
         sys.exit(f"ngprecomputed: error: {e}")
     plans = {}
-    for name, d in datasets.items():
+    for d in datasets:
         try:
-            plans[name] = make_plan(name, open_source(d.path), d.options)
-        except InputError:
-            plans[name] = None  # read_header fails with the message; the others go on
-    return datasets, plans
+            plans[d.name] = make_plan(d.name, open_source(d.path), d.options)
+        except (InputError, FileNotFoundError):
+            pass  # the plan checkpoint plans it later, or fails with the reason
+    return {d.name: d for d in datasets}, plans
 
 
 DATASETS, PLANS = _load()
@@ -71,6 +80,23 @@ wildcard_constraints:
     slab="[0-9]+",
 
 
+def plan_of(dataset):
+    """The dataset's plan: from parse time, else from the plan checkpoint's output."""
+    if dataset not in PLANS:
+        PLANS[dataset] = Plan.load(checkpoints.plan.get(dataset=dataset).output[0])
+    return PLANS[dataset]
+
+
+def source_path(dataset):
+    """The source as Snakemake should see it: relative to the working folder when inside it,
+    so that a host workflow's rule whose output it is is found."""
+    path = DATASETS[dataset].path
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def manifest(dataset, stage, slab):
     return str(WORK / dataset / f"stage{stage}" / f"slab{slab}.json")
 
@@ -80,8 +106,8 @@ def source_inputs(dataset, stage, slab):
 
     The first slab starts at the beginning of the file and needs no index: it runs while the
     index is being built."""
-    inputs = {"source": str(DATASETS[dataset].path)}
-    if stage == 0 and slab > 0 and PLANS[dataset].gzip_index:
+    inputs = {"source": source_path(dataset)}
+    if stage == 0 and slab > 0 and plan_of(dataset).gzip_index:
         inputs["gzip_index"] = str(WORK / dataset / "source.gzidx")
     return inputs
 
@@ -90,7 +116,9 @@ def upstream(dataset, stage, slab):
     """Manifests of the previous stage's slabs that this slab reads."""
     if stage == 0:
         return []
-    return [manifest(dataset, stage - 1, i) for i in PLANS[dataset].needs(stage, slab)]
+    return [
+        manifest(dataset, stage - 1, i) for i in plan_of(dataset).needs(stage, slab)
+    ]
 
 
 def pyramid_inputs(w):
@@ -103,7 +131,7 @@ def pyramid_inputs(w):
 
 def finalize_inputs(w):
     """The last stage is built by the finalize job when it is one slab; else it waits for it."""
-    plan = PLANS[w.dataset]
+    plan = plan_of(w.dataset)
     last = len(plan.stages) - 1
     if plan.stages[last].count == 1:
         return {
@@ -111,7 +139,7 @@ def finalize_inputs(w):
             "upstream": upstream(w.dataset, last, 0),
         }
     return {
-        "source": str(DATASETS[w.dataset].path),
+        "source": source_path(w.dataset),
         "upstream": [
             manifest(w.dataset, last, i) for i in range(plan.stages[last].count)
         ],
@@ -123,11 +151,7 @@ def gzip_index_arg(wildcards, input):
 
 
 def all_targets(wildcards):
-    """Every dataset's info; for a dataset whose header is unreadable, the job that says why."""
-    return [
-        str(RESULTS / name / "info") if plan else str(WORK / name / "header.checked")
-        for name, plan in PLANS.items()
-    ]
+    return [str(RESULTS / name / "info") for name in DATASETS]
 
 
 def report_failures():

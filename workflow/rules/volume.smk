@@ -2,15 +2,16 @@
 # Every job plans the dataset again from the header (milliseconds), so no job waits for a plan.
 
 
-rule read_header:
-    # Only requested for a dataset whose header could not be read when the workflow was
-    # parsed: it fails with the one-line reason, and the other datasets go on (--keep-going).
+checkpoint plan:
+    # Only needed for a dataset whose header could not be read when the workflow was parsed:
+    # its source is made by another rule (planned once it exists), or it is unreadable (the
+    # job fails with the one-line reason; the other datasets go on with --keep-going).
     input:
-        source=lambda w: str(DATASETS[w.dataset].path),
+        source=lambda w: source_path(w.dataset),
     output:
-        WORK / "{dataset}" / "header.checked",
+        WORK / "{dataset}" / "plan.json",
     log:
-        LOGS / "{dataset}" / "read_header.log",
+        LOGS / "{dataset}" / "plan.log",
     conda:
         "../envs/ngprecomputed.yaml"
     params:
@@ -22,7 +23,7 @@ rule read_header:
 
 rule gzip_index:
     input:
-        source=lambda w: str(DATASETS[w.dataset].path),
+        source=lambda w: source_path(w.dataset),
     output:
         WORK / "{dataset}" / "source.gzidx",
     log:
@@ -47,7 +48,7 @@ rule pyramid:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w: job_mem_mb(PLANS[w.dataset], int(w.stage), int(w.slab)),
+        mem_mb=lambda w: job_mem_mb(plan_of(w.dataset), int(w.stage), int(w.slab)),
     params:
         options=lambda w: options_to_json(DATASETS[w.dataset].options),
         root=lambda w: RESULTS / w.dataset,
@@ -64,7 +65,6 @@ rule finalize:
     output:
         info=RESULTS / "{dataset}" / "info",
         transform=RESULTS / "{dataset}" / "transform.json",
-        plan=WORK / "{dataset}" / "plan.json",
     log:
         LOGS / "{dataset}" / "finalize.log",
     benchmark:
@@ -73,7 +73,7 @@ rule finalize:
         "../envs/ngprecomputed.yaml"
     resources:
         mem_mb=lambda w: job_mem_mb(
-            PLANS[w.dataset], len(PLANS[w.dataset].stages) - 1, 0
+            plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0
         ),
     params:
         options=lambda w: options_to_json(DATASETS[w.dataset].options),
@@ -81,5 +81,5 @@ rule finalize:
         gzip_index=gzip_index_arg,
     shell:
         "ngprecomputed --log {log:q} finalize {input.source:q} --dataset {wildcards.dataset}"
-        " --options {params.options:q} --root {params.root:q} --plan-out {output.plan:q}"
+        " --options {params.options:q} --root {params.root:q}"
         " {params.gzip_index}"
