@@ -103,6 +103,26 @@ def cmd_stats(a) -> None:
         print(f"{name:<24} {'(pyramid jobs)':<28} {plan.jobs}")
 
 
+def cmd_run(a) -> None:
+    """The packaged workflow on a sheet, for people who do not want a Snakefile of their own."""
+    import subprocess
+
+    from .workflow_files import workflow_root
+
+    root = workflow_root()
+    extra = [x for x in a.snakemake_args if x != "--"]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile")]
+    if not any(x in extra for x in ("--cores", "-c", "-j", "--jobs", "--profile")):
+        cmd += ["--cores", "all"]
+    if "--workflow-profile" not in extra:
+        cmd += ["--workflow-profile", str(root / "profiles" / "local")]
+    cmd += [*extra, "--config", f"samples={a.sheet.resolve()}", f"results={a.results}"]
+    log.debug("running %s", " ".join(cmd))
+    code = subprocess.call(cmd)
+    if code:
+        raise SystemExit(code)
+
+
 def peak_rss_mib() -> float:
     """This program's peak resident memory, exact (Snakemake's sampled benchmark misses short
     jobs). VmHWM starts afresh at exec; ru_maxrss would include the forking Snakemake's."""
@@ -151,6 +171,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gzip-index", type=Path)
     s.set_defaults(func=cmd_finalize)
 
+    s = sub.add_parser(
+        "run",
+        help="run the packaged workflow on a sample sheet",
+        description="Extra arguments go to Snakemake, e.g. "
+        "ngprecomputed run sheet.csv -- --profile profiles/slurm -n",
+    )
+    s.add_argument("sheet", type=Path)
+    s.add_argument("--results", default="results", help="output root (default: results)")
+    s.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_run)
+
     s = sub.add_parser("stats", help="scales, chunks, files and bytes before anything is written")
     s.add_argument("input", type=Path, help="a sample sheet (.csv) or a volume file")
     s.add_argument("--type", choices=["image", "segmentation"], default="image")
@@ -177,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ngprecomputed: error: {e}", file=sys.stderr)
         return 1
     finally:
-        log.info("peak memory %.0f MiB", peak_rss_mib())
+        if args.log:  # a workflow job: its log ends with its peak memory
+            log.info("peak memory %.0f MiB", peak_rss_mib())
     return 0
 
 

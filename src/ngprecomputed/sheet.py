@@ -14,8 +14,7 @@ import yaml
 
 from .errors import InputError
 from .plan import Options
-
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+from .workflow_files import workflow_root
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,8 @@ class Dataset:
     row: int
 
 
-def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict:
+def load_schema(name: str, schema_dir: Path | None = None) -> dict:
+    schema_dir = schema_dir or workflow_root() / "workflow" / "schemas"
     return yaml.safe_load((Path(schema_dir) / f"{name}.schema.yaml").read_text())
 
 
@@ -122,7 +122,7 @@ def check_rows(sheet: str, header: list[str], records: list[list[str]], schema: 
 
 
 def load_sheet(
-    sheet: str | Path, defaults: Options | None = None, schema_dir: Path = SCHEMA_DIR
+    sheet: str | Path, defaults: Options | None = None, schema_dir: Path | None = None
 ) -> list[Dataset]:
     """Validated datasets of ``sheet``; relative paths resolve against the sheet's folder."""
     sheet = Path(sheet)

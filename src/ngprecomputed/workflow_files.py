@@ -1,0 +1,21 @@
+"""Where the Snakemake workflow's own files are: the repository, or the installed package.
+
+A wheel carries the workflow (Snakefile, rules, schemas, config, profiles) as data files under
+``<prefix>/share/ngprecomputed/``; a source checkout has them at its top.
+"""
+
+import sysconfig
+from pathlib import Path
+
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_INSTALLED = Path(sysconfig.get_path("data")) / "share" / "ngprecomputed"
+
+
+def workflow_root() -> Path:
+    """The folder holding ``Snakefile``, ``workflow/``, ``config/`` and ``profiles/``."""
+    for root in (_CHECKOUT, _INSTALLED):
+        if (root / "Snakefile").is_file() and (root / "workflow" / "schemas").is_dir():
+            return root
+    raise FileNotFoundError(
+        f"the ngprecomputed workflow is neither in {_CHECKOUT} nor in {_INSTALLED}"
+    )
