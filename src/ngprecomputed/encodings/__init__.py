@@ -3,9 +3,14 @@
 Arrays are ``[x, y, z, channel]``.
 """
 
-from . import raw
+from . import compressed_segmentation, jpeg, png, raw
 
-CODECS = {"raw": raw}
+CODECS = {
+    "raw": raw,
+    "jpeg": jpeg,
+    "png": png,
+    "compressed_segmentation": compressed_segmentation,
+}
 
 
 def codec(name: str):
