@@ -92,9 +92,6 @@ def bad_files(folder):
     out["zero_axis"] = (folder / "zero.nii", "zero length")
     nib.save(nib.Nifti1Image(np.ones((6, 6, 6), np.complex64), np.eye(4)), folder / "complex.nii")
     out["complex"] = (folder / "complex.nii", "complex")
-    rgb = np.zeros((6, 6, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
-    nib.save(nib.Nifti1Image(rgb, np.eye(4)), folder / "rgb.nii")
-    out["rgb"] = (folder / "rgb.nii", "RGB")
     return out
 
 

@@ -58,6 +58,12 @@ def synthetic(folder):
     # a 4D image: volumes become channels
     v = rng.integers(0, 255, (19, 17, 13, 3), dtype=np.uint8)
     cases["fourd"] = (save("fourd.nii", v), "image", v)
+    # an RGB NIfTI (RGB24): a 3-channel uint8 image whose channels are R, G and B
+    rgb = np.zeros((18, 15, 11), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    for name in "RGB":
+        rgb[name] = rng.integers(0, 255, rgb.shape, dtype=np.uint8)
+    channels = np.stack([rgb[name] for name in "RGB"], axis=-1)
+    cases["rgb"] = (save("rgb.nii.gz", rgb), "image", channels)
     return cases
 
 

@@ -40,11 +40,12 @@ class VolumeSource:
         header_shape = tuple(int(n) for n in self._img.shape)
         raw_dtype = self._img.get_data_dtype()
         self._check(header_shape, raw_dtype)
-        self.shape = (
-            *header_shape[:3],
-            *([1] * (3 - len(header_shape[:3]))),
-            int(np.prod(header_shape[3:], dtype=np.int64)),
-        )
+        # RGB(A) voxels (NIfTI RGB24/RGBA32: one field per colour) are channels, like 4D volumes
+        self._fields = list(raw_dtype.names or ())
+        channels = len(self._fields) or int(np.prod(header_shape[3:], dtype=np.int64))
+        self.shape = (*header_shape[:3], *([1] * (3 - len(header_shape[:3]))), channels)
+        if self._fields:
+            raw_dtype = raw_dtype[self._fields[0]]
         self.scaled = self._is_scaled()
         self.source_dtype = raw_dtype
         self.dtype = np.dtype(np.float64) if self.scaled else raw_dtype.newbyteorder("=")
@@ -59,8 +60,14 @@ class VolumeSource:
             )
         if any(n == 0 for n in shape):
             raise InputError(f"{self.path}: an axis has zero length (shape {shape})")
-        if dtype.fields is not None:
-            raise InputError(f"{self.path}: RGB/structured voxels ({dtype}) are not supported yet")
+        if dtype.names:
+            kinds = {dtype[name] for name in dtype.names}
+            if len(kinds) != 1 or next(iter(kinds)).kind not in "ui" or len(shape) > 3:
+                raise InputError(
+                    f"{self.path}: structured voxels {dtype} are not supported "
+                    "(RGB/RGBA of one integer type, 3D, are)"
+                )
+            return
         if dtype.kind == "c":
             raise InputError(f"{self.path}: complex voxels ({dtype}) are not supported")
         if dtype.kind not in "uifb":
@@ -112,6 +119,8 @@ class VolumeSource:
         except (EOFError, OSError, ValueError, gzip.BadGzipFile) as e:
             raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
         data = np.asarray(data)
+        if self._fields:
+            return np.stack([data[name] for name in self._fields], axis=-1)
         return data.reshape(data.shape[:3] + (self.shape[3],), order="F")
 
 
