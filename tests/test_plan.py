@@ -11,18 +11,19 @@ from ngprecomputed.plan import Options, Plan, chunk_shape, output_data_type, pyr
 def make(size, res=(1e6, 1e6, 1e6), channels=1, **kw) -> Plan:
     opts = Options(**kw)
     plan = Plan(
-        "d",
-        "src",
-        opts.type,
-        "uint8",
-        channels,
-        "|u1",
-        False,
-        "raw",
-        False,
-        None,
-        [],
-        pyramid(size, res, opts),
+        dataset="d",
+        source="src",
+        type=opts.type,
+        data_type="uint8",
+        num_channels=channels,
+        source_dtype="|u1",
+        scaled=False,
+        encoding="raw",
+        encoding_options={},
+        gzip=False,
+        rescale=None,
+        transform=[],
+        scales=pyramid(size, res, opts),
     )
     plan.stages = stages(plan, opts.voxels_per_job)
     return plan

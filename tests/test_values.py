@@ -9,7 +9,21 @@ from ngprecomputed.values import to_stored
 
 
 def plan(kind="image", data_type="uint8", rescale=None) -> Plan:
-    return Plan("d", "src.nii", kind, data_type, 1, "<f4", False, "raw", False, rescale, [], [])
+    return Plan(
+        dataset="d",
+        source="src.nii",
+        type=kind,
+        data_type=data_type,
+        num_channels=1,
+        source_dtype="<f4",
+        scaled=False,
+        encoding="raw",
+        encoding_options={},
+        gzip=False,
+        rescale=rescale,
+        transform=[],
+        scales=[],
+    )
 
 
 def test_float_to_integer_rounds_half_away_from_zero_clips_and_zeroes_nan():

@@ -24,8 +24,9 @@ log = logging.getLogger("ngprecomputed")
 
 def options_from_json(text: str) -> Options:
     d = json.loads(text) if text else {}
-    if d.get("chunk_size"):
-        d["chunk_size"] = tuple(d["chunk_size"])
+    for key in ("chunk_size", "block_size"):
+        if d.get(key):
+            d[key] = tuple(d[key])
     return Options(**d)
 
 
@@ -63,7 +64,7 @@ def cmd_gzindex(a) -> None:
 def cmd_build(a) -> None:
     plan = planned(a)
     with naming(plan.dataset):
-        build_slab(plan, a.root, a.stage, a.slab, a.manifest, a.gzip_index)
+        build_slab(plan, a.root, a.stage, a.slab, a.manifest, a.gzip_index, a.scratch)
 
 
 def cmd_finalize(a) -> None:
@@ -73,7 +74,7 @@ def cmd_finalize(a) -> None:
     last = len(plan.stages) - 1
     if plan.stages[last].count == 1:
         with naming(plan.dataset):
-            build_slab(plan, a.root, last, 0, gzip_index=a.gzip_index)
+            build_slab(plan, a.root, last, 0, gzip_index=a.gzip_index, scratch=a.scratch)
     a.root.mkdir(parents=True, exist_ok=True)
     write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
     write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())
@@ -163,12 +164,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
     s.add_argument("--manifest", type=Path, required=True)
     s.add_argument("--gzip-index", type=Path)
+    s.add_argument("--scratch", type=Path, help="raw copies for lossy encodings")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("finalize", help="last stage (if one slab), transform.json, then info")
     dataset_args(s)
     s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
     s.add_argument("--gzip-index", type=Path)
+    s.add_argument("--scratch", type=Path, help="raw copies for lossy encodings")
     s.set_defaults(func=cmd_finalize)
 
     s = sub.add_parser(

@@ -34,7 +34,9 @@ class Options:
     max_scales: int | None = None
     input_min: float | None = None
     input_max: float | None = None
-    encoding: str = "raw"
+    encoding: str | None = None  # None: the default for the type (see ``choose_encoding``)
+    jpeg_quality: int = 90
+    block_size: tuple[int, int, int] = (8, 8, 8)  # compressed_segmentation
     gzip: bool = False
     chunk_voxels: int = 64**3
     voxels_per_job: int = 2**27
@@ -81,6 +83,7 @@ class Plan:
     source_dtype: str
     scaled: bool
     encoding: str
+    encoding_options: dict  # keyword arguments of the codec's encode
     gzip: bool
     rescale: tuple[float, float] | None
     transform: list[list[float]]
@@ -158,6 +161,7 @@ class Plan:
                     "voxel_offset": [0, 0, 0],
                     "chunk_sizes": [list(s.chunk)],
                     "encoding": self.encoding,
+                    **self.encoding_info,
                 }
             )
         return {
@@ -168,6 +172,20 @@ class Plan:
             "scales": scales,
         }
 
+    @property
+    def lossy(self) -> bool:
+        """Lossy chunks are never read back to make a coarser scale (a raw copy is)."""
+        return self.encoding == "jpeg"
+
+    @property
+    def encoding_info(self) -> dict:
+        """Per-scale info keys of the encoding (readers need the block size)."""
+        if self.encoding == "compressed_segmentation":
+            return {"compressed_segmentation_block_size": list(self.encoding_options["block_size"])}
+        if self.encoding == "jpeg":
+            return {"jpeg_quality": self.encoding_options["quality"]}  # a hint readers ignore
+        return {}
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
@@ -177,6 +195,7 @@ class Plan:
         d["scales"] = [Scale(**{k: _tuple(v) for k, v in s.items()}) for s in d["scales"]]
         d["stages"] = [Stage(**{k: _tuple(v) for k, v in s.items()}) for s in d["stages"]]
         d["rescale"] = tuple(d["rescale"]) if d["rescale"] else None
+        d["encoding_options"] = {k: _tuple(v) for k, v in d["encoding_options"].items()}
         return cls(**d)
 
     @classmethod
@@ -208,6 +227,42 @@ def output_data_type(source: np.dtype, scaled: bool, opts: Options, where: str) 
     if src.name in NG_DATA_TYPES:
         return src.name
     raise InputError(f"{where}: {src.name} voxels have no precomputed data type; set data_type")
+
+
+def default_encoding(kind: str) -> str:
+    """Labels: compressed_segmentation (lossless, many times smaller than raw, read by every
+    reader). Images: raw (lossless, exact, readable from file:// and any static server)."""
+    return "compressed_segmentation" if kind == "segmentation" else "raw"
+
+
+def fit_encoding(encoding: str, data_type: str, channels: int, opts: Options, where: str) -> str:
+    """The data type the encoding stores (labels are promoted for compressed_segmentation);
+    an input error where the encoding cannot hold the data."""
+    if encoding == "compressed_segmentation":
+        if opts.type != "segmentation":
+            raise InputError(f"{where}: compressed_segmentation is for segmentations")
+        if opts.data_type and data_type not in ("uint32", "uint64"):
+            raise InputError(
+                f"{where}: compressed_segmentation stores uint32 or uint64 labels, "
+                f"not data_type {data_type}"
+            )
+        return "uint64" if data_type == "uint64" else "uint32"
+    if encoding == "jpeg":
+        if opts.type == "segmentation":
+            raise InputError(f"{where}: jpeg is lossy: never for a segmentation")
+        if data_type != "uint8" or channels not in (1, 3):
+            raise InputError(
+                f"{where}: jpeg needs uint8 with 1 or 3 channels, not {data_type} "
+                f"x{channels} (set data_type: uint8, with input_min/input_max)"
+            )
+    if encoding == "png":
+        ok = (data_type == "uint8" and channels <= 4) or (data_type == "uint16" and channels == 1)
+        if not ok:
+            raise InputError(
+                f"{where}: png holds uint8 with 1-4 channels or uint16 with 1, "
+                f"not {data_type} x{channels}"
+            )
+    return data_type
 
 
 def chunk_shape(resolution, size, target: int) -> tuple[int, int, int]:
@@ -339,6 +394,12 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
             f"(this one has {source.shape[3]} volumes)"
         )
     data_type = output_data_type(source.source_dtype, source.scaled, opts, where)
+    encoding = opts.encoding or default_encoding(opts.type)
+    data_type = fit_encoding(encoding, data_type, source.shape[3], opts, where)
+    options = {
+        "jpeg": {"quality": opts.jpeg_quality},
+        "compressed_segmentation": {"block_size": tuple(opts.block_size)},
+    }.get(encoding, {})
     rescale = None
     if opts.input_min is not None or opts.input_max is not None:
         if opts.input_min is None or opts.input_max is None or opts.input_max <= opts.input_min:
@@ -353,7 +414,8 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
         num_channels=source.shape[3],
         source_dtype=source.source_dtype.str,
         scaled=source.scaled,
-        encoding=opts.encoding,
+        encoding=encoding,
+        encoding_options=options,
         gzip=opts.gzip,
         rescale=rescale,
         transform=neuroglancer_transform(source.affine, source.unit_nm, resolution),

@@ -13,10 +13,33 @@ log = logging.getLogger(__name__)
 
 
 def scale_store(plan: Plan, root: Path, index: int) -> ScaleStore:
+    """The dataset's chunks of one scale, in the dataset's encoding."""
     s = plan.scales[index]
     return ScaleStore(
-        root, s.key, s.grid, plan.data_type, plan.num_channels, plan.encoding, plan.gzip
+        root,
+        s.key,
+        s.grid,
+        plan.data_type,
+        plan.num_channels,
+        plan.encoding,
+        plan.encoding_options,
+        plan.gzip,
     )
+
+
+def raw_store(plan: Plan, scratch: Path, index: int) -> ScaleStore:
+    """A raw copy of one scale, for a lossy dataset: what the next stage reads."""
+    s = plan.scales[index]
+    return ScaleStore(scratch, s.key, s.grid, plan.data_type, plan.num_channels)
+
+
+def source_store(plan: Plan, root: Path, scratch: Path | None, index: int) -> ScaleStore:
+    """Where a stage reads scale ``index`` from: the dataset, or its raw copy if lossy."""
+    if not plan.lossy:
+        return scale_store(plan, root, index)
+    if scratch is None:
+        raise ValueError(f"{plan.dataset}: a lossy encoding needs a scratch folder")
+    return raw_store(plan, scratch, index)
 
 
 def build_slab(
@@ -26,10 +49,13 @@ def build_slab(
     slab_index: int,
     manifest: Path | None = None,
     gzip_index: Path | None = None,
+    scratch: Path | None = None,
 ) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
 
-    If anything fails, the chunks this job already wrote are removed again.
+    The raw pyramid is made from lossless data only: with a lossy encoding, the stage's last
+    scale is also written raw to ``scratch`` for the next stage. If anything fails, the chunks
+    this job already wrote are removed again.
     """
     stage = plan.stages[stage_index]
     box = plan.slab(stage_index, slab_index)
@@ -45,15 +71,24 @@ def build_slab(
     if stage.first == 0:
         array = to_stored(open_source(plan.source, gzip_index).read(inbox), plan)
     else:
-        array = scale_store(plan, root, stage.first - 1).read_box(inbox)
+        array = source_store(plan, root, scratch, stage.first - 1).read_box(inbox)
     method = "mode" if plan.type == "segmentation" else "mean"
-    written = {}
+    raw_copy = None  # a lossy dataset's next stage reads this stage's last scale from here
+    if plan.lossy and stage_index + 1 < len(plan.stages):
+        raw_copy = source_store(plan, root, scratch, stage.last)
+    written: dict[str, list] = {}
+    touched: list[tuple[ScaleStore, int]] = []
     try:
         for j in range(stage.first, stage.last + 1):
             if j > 0:
                 array = downsample(array, plan.scales[j].factor, method)
+            jbox = plan.box_at(box, stage.last, j)
             store = scale_store(plan, root, j)
-            written[store.dir.name] = store.write_box(plan.box_at(box, stage.last, j), array)
+            touched.append((store, j))
+            written[store.dir.name] = store.write_box(jbox, array)
+            if raw_copy is not None and j == stage.last:
+                touched.append((raw_copy, j))
+                raw_copy.write_box(jbox, array)
             log.info(
                 "%s: scale %d (%s): %d chunks",
                 plan.dataset,
@@ -62,8 +97,7 @@ def build_slab(
                 len(written[store.dir.name]),
             )
     except BaseException:
-        for j in range(stage.first, stage.last + 1):
-            store = scale_store(plan, root, j)
+        for store, j in touched:
             for _, cbox in store.grid.chunks_in(plan.box_at(box, stage.last, j)):
                 store.path(cbox).unlink(missing_ok=True)
         raise

@@ -25,6 +25,14 @@ class Dataset:
     row: int
 
 
+def _edges(text: str | None) -> tuple[int, int, int] | None:
+    """``"64"`` or ``"128,128,16"`` as x, y, z."""
+    if not text:
+        return None
+    edges = tuple(int(v) for v in text.split(","))
+    return edges * 3 if len(edges) == 1 else edges
+
+
 def load_schema(name: str, schema_dir: Path | None = None) -> dict:
     schema_dir = schema_dir or workflow_root() / "workflow" / "schemas"
     return yaml.safe_load((Path(schema_dir) / f"{name}.schema.yaml").read_text())
@@ -146,19 +154,17 @@ def datasets_from_rows(
             raise InputError(f"{here}: {e}") from None
         if require_files and not path.is_file():
             raise InputError(f"{here}: no such file {path}")
-        chunk = None
-        if "chunk_size" in row:
-            edges = tuple(int(v) for v in row["chunk_size"].split(","))
-            chunk = edges * 3 if len(edges) == 1 else edges
         options = replace(
             defaults,
             type=row["type"],
             data_type=row.get("data_type"),
-            chunk_size=chunk,
+            chunk_size=_edges(row.get("chunk_size")),
             max_scales=row.get("max_scales"),
             input_min=row.get("input_min"),
             input_max=row.get("input_max"),
             encoding=row.get("encoding", defaults.encoding),
+            jpeg_quality=row.get("jpeg_quality", defaults.jpeg_quality),
+            block_size=_edges(row.get("block_size")) or defaults.block_size,
             gzip=row.get("gzip", defaults.gzip),
         )
         datasets.append(Dataset(row["dataset"], path, options, n))

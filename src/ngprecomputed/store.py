@@ -34,6 +34,7 @@ class ScaleStore:
         dtype: str,
         channels: int,
         encoding: str = "raw",
+        options: dict | None = None,
         gzipped: bool = False,
     ):
         self.dir = Path(root) / key
@@ -41,13 +42,16 @@ class ScaleStore:
         self.dtype = np.dtype(dtype)
         self.channels = channels
         self.codec = codec(encoding)
+        self.options = options or {}
+        # decoding needs only the block size (compressed_segmentation)
+        self.decode_options = {k: v for k, v in self.options.items() if k == "block_size"}
         self.gzipped = gzipped
 
     def path(self, box: Box) -> Path:
         return self.dir / (chunk_name(box) + (".gz" if self.gzipped else ""))
 
     def write_chunk(self, box: Box, array: np.ndarray) -> tuple[str, int]:
-        data = self.codec.encode(array)
+        data = self.codec.encode(array, **self.options)
         if self.gzipped:
             # mtime=0: identical input gives identical bytes (reruns are byte-identical)
             data = gzip.compress(data, compresslevel=6, mtime=0)
@@ -74,7 +78,7 @@ class ScaleStore:
             if self.gzipped:
                 data = gzip.decompress(data)
             cshape = tuple(hi - lo for lo, hi in cbox) + (self.channels,)
-            chunk = self.codec.decode(data, cshape, self.dtype)
+            chunk = self.codec.decode(data, cshape, self.dtype, **self.decode_options)
             inter = [
                 (max(a0, b0), min(a1, b1)) for (a0, a1), (b0, b1) in zip(cbox, box, strict=True)
             ]

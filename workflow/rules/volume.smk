@@ -52,11 +52,13 @@ rule pyramid:
     params:
         options=lambda w: options_to_json(DATASETS[w.dataset].options),
         root=lambda w: RESULTS / w.dataset,
+        scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
     shell:
         "ngprecomputed --log {log:q} build {input.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --stage {wildcards.stage} --slab {wildcards.slab}"
         " --root {params.root:q} --manifest {output:q} {params.gzip_index}"
+        " --scratch {params.scratch:q}"
 
 
 rule finalize:
@@ -78,8 +80,9 @@ rule finalize:
     params:
         options=lambda w: options_to_json(DATASETS[w.dataset].options),
         root=lambda w: RESULTS / w.dataset,
+        scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
     shell:
         "ngprecomputed --log {log:q} finalize {input.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --root {params.root:q}"
-        " {params.gzip_index}"
+        " {params.gzip_index} --scratch {params.scratch:q}"

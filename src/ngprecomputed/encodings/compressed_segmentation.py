@@ -10,6 +10,9 @@ block size must match the scale's ``compressed_segmentation_block_size`` in ``in
   volume has exactly one channel anyway.
 - A chunk whose lookup tables pass the format's 24-bit offset (large chunks with many labels per
   block) raises ``OverflowError`` from the package: use smaller chunks.
+- The package does not validate what it decodes (a truncated file decodes to garbage, some
+  corrupt headers crash the interpreter), so ``decode`` first checks that every block header
+  points inside the file. An index past the end of its lookup table is not detected.
 """
 
 import compressed_segmentation as cseg
@@ -39,5 +42,36 @@ def decode(
         raise ValueError(f"compressed_segmentation holds uint32 or uint64, not {np.dtype(dtype)}")
     if len(shape) != 4 or shape[3] != 1:
         raise ValueError(f"compressed_segmentation decodes one channel, not shape {tuple(shape)}")
+    check(data, shape, dtype, block_size)
     labels = cseg.decompress(bytes(data), tuple(shape[:3]), dtype, tuple(block_size), order="F")
     return labels[..., np.newaxis]
+
+
+def check(data: bytes, shape, dtype, block_size) -> None:
+    """Raise ``ValueError`` unless the one-channel header and every block header fit the file,
+    and the last lookup table (the end of the file) holds every index of a block that uses it."""
+    if len(data) % 4:
+        raise ValueError(f"compressed_segmentation chunk of {len(data)} bytes is not whole words")
+    words = np.frombuffer(data, dtype="<u4")
+    grid = [-(-n // b) for n, b in zip(shape[:3], block_size, strict=True)]
+    nblocks, voxels = int(np.prod(grid)), int(np.prod(block_size))
+    if len(words) < 1 + 2 * nblocks or words[0] != 1:
+        raise ValueError(f"compressed_segmentation chunk too short or not one channel ({shape})")
+    channel = words[1:]  # offsets count from the channel start
+    headers = channel[: 2 * nblocks].reshape(nblocks, 2).astype(np.int64)
+    table, bits, values = headers[:, 0] & 0xFFFFFF, headers[:, 0] >> 24, headers[:, 1]
+    entry = np.dtype(dtype).itemsize // 4
+    fits = (
+        np.isin(bits, (0, 1, 2, 4, 8, 16, 32)).all()
+        and (values + -(-voxels * bits // 32) <= len(channel)).all()
+        and (table + entry <= len(channel)).all()
+    )
+    if fits:
+        last = int(np.argmax(table))
+        pos = np.arange(voxels) * int(bits[last])
+        top = (channel[values[last] + pos // 32].astype(np.int64) >> (pos % 32)) & (
+            (1 << int(bits[last])) - 1
+        )
+        fits = table[last] + (int(top.max()) + 1) * entry <= len(channel)
+    if not fits:
+        raise ValueError("compressed_segmentation chunk is corrupt or truncated")

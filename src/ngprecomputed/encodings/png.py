@@ -1,8 +1,9 @@
 """``png``: uint8 (1-4 channels) or uint16 (1 channel), lossless, same geometry as ``jpeg``.
 
-Readers (Neuroglancer, TensorStore, CloudVolume) decode the PNG and read its pixels in raster
-order as the Fortran-flattened ``[x, y, z]`` array, channels interleaved per pixel (grey, grey +
-alpha, RGB, RGBA for 1-4 channels). We write width ``x``, height ``y * z``, with pillow.
+Readers (Neuroglancer since its 2024 multi-channel fix, TensorStore) decode the PNG and read its
+pixels in raster order as the Fortran-flattened ``[x, y, z]`` array, channels interleaved per
+pixel (grey, grey + alpha, RGB, RGBA for 1-4 channels). We write width ``x``, height ``y * z``,
+with pillow. CloudVolume 12 misreads multi-channel (as planar) and 16-bit grey (pyspng).
 
 uint16 with more than one channel raises ``ValueError``: pillow cannot write 16-bit LA/RGB/RGBA,
 and Neuroglancer's de-interleaving of multi-channel PNG works on bytes, not 16-bit samples. Use
