@@ -171,3 +171,31 @@ def data():
             "STANDARD": STANDARD,
         }.items()
     }
+
+
+def write_big_stack(folder: Path, n: int, side: int, strip: int) -> Path:
+    """``n`` sections of ``side``^2 uint8 TIFF (LZW, strips of ``strip`` rows): gigabytes of
+    pixels in a few MB on disk. Strips are compressed once and reused (tifffile writes
+    pre-compressed strips as given); the first strip of each section carries its index."""
+    import imagecodecs
+    import tifffile
+
+    rows = np.arange(side)[:, None] // 8 + np.arange(side)[None, :] // 500
+    base = (rows % 256).astype(np.uint8)
+    strips = [
+        imagecodecs.lzw_encode(base[i : i + strip].tobytes()) for i in range(strip, side, strip)
+    ]
+    for k in range(n):
+        first = imagecodecs.lzw_encode(np.full((strip, side), k % 256, np.uint8).tobytes())
+        tifffile.imwrite(
+            folder / f"section_{k}.tif",
+            iter([first, *strips]),
+            shape=(side, side),
+            dtype=np.uint8,
+            compression="lzw",
+            rowsperstrip=strip,
+            photometric="minisblack",
+        )
+    check = tifffile.imread(folder / "section_7.tif")
+    assert (check[:strip] == 7).all() and (check[strip:] == base[strip:]).all()
+    return folder

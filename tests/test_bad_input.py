@@ -1,6 +1,7 @@
 """Bad input gets one clear line, a non-zero exit, nothing half-written, and spares the others."""
 
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -63,7 +64,7 @@ def test_relative_paths_resolve_against_the_sheet_folder(tmp_path, good):
     (tmp_path / "sheets").mkdir()
     sheet = tmp_path / "sheets" / "s.csv"
     sheet.write_text("dataset,path,type\nx,../good.nii.gz,image\n")
-    assert load_sheet(sheet, Options())[0].path.resolve() == good.resolve()
+    assert Path(load_sheet(sheet, Options())[0].path).resolve() == good.resolve()
 
 
 def bad_files(folder):

@@ -18,6 +18,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from conftest import write_big_stack
 from ngprecomputed.errors import InputError
 from ngprecomputed.sources.slices import SliceSource, natural_key
 
@@ -206,6 +207,29 @@ def test_rgb_stack_is_three_channels(tmp_path, mni):
     assert_one_line(e, "rgb0.png")
 
 
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_rgb_tiff(tmp_path, mni, planar):
+    """RGB TIFF, samples interleaved (strips read partially) or in planes (decoded whole)."""
+    vol = mni[:, 100:110, :]
+    rgb = np.stack([vol, 255 - vol, vol // 3], axis=-1)  # [x, y, z, 3]
+    for k in range(vol.shape[1]):  # RIA: image[row, col, c] = rgb[col, k, -1 - row, c]
+        image = rgb[:, k, ::-1].transpose(1, 0, 2)
+        if planar == "separate":
+            image = np.moveaxis(image, -1, 0)
+        tifffile.imwrite(
+            tmp_path / f"c{k}.tif",
+            image,
+            photometric="rgb",
+            planarconfig=planar,
+            compression="lzw",
+            rowsperstrip=8,
+        )
+    src = SliceSource([tmp_path], (1, 1, 1), "RIA")
+    assert src.shape == (*vol.shape, 3)
+    box = ((10, 150), (2, 9), (33, 170))
+    np.testing.assert_array_equal(src.read(box), rgb[10:150, 2:9, 33:170])
+
+
 def assert_one_line(excinfo, *needles: str) -> None:
     msg = str(excinfo.value)
     assert "\n" not in msg, msg
@@ -371,31 +395,7 @@ print(json.dumps({"hwm": hwm, "nbytes": data.nbytes, "open_s": opened, "read_s":
 
 @pytest.fixture(scope="module")
 def big_stack(tmp_path_factory) -> Path:
-    """300 sections of 2000x2000 uint8 (1.2 GB of pixels), LZW strips of 16 rows, ~90 KB each.
-
-    Strips are compressed once and reused (tifffile writes pre-compressed strips as given); the
-    first strip of each section carries its index, so the order can be checked.
-    """
-    import imagecodecs
-
-    folder = tmp_path_factory.mktemp("big")
-    rows = np.arange(BIG_SIDE)[:, None] // 8 + np.arange(BIG_SIDE)[None, :] // 500
-    base = (rows % 256).astype(np.uint8)
-    strips = [imagecodecs.lzw_encode(base[i : i + STRIP].tobytes()) for i in range(16, 2000, 16)]
-    for k in range(BIG_N):
-        first = imagecodecs.lzw_encode(np.full((STRIP, BIG_SIDE), k % 256, np.uint8).tobytes())
-        tifffile.imwrite(
-            folder / f"section_{k}.tif",
-            iter([first, *strips]),
-            shape=(BIG_SIDE, BIG_SIDE),
-            dtype=np.uint8,
-            compression="lzw",
-            rowsperstrip=STRIP,
-            photometric="minisblack",
-        )
-    check = tifffile.imread(folder / "section_7.tif")
-    assert (check[:STRIP] == 7).all() and (check[STRIP:] == base[STRIP:]).all()
-    return folder
+    return write_big_stack(tmp_path_factory.mktemp("big"), BIG_N, BIG_SIDE, STRIP)
 
 
 def probe(folder: Path, box) -> dict:

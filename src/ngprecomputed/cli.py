@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import InputError, naming
-from .plan import Options, Plan, chunk_counts, make_plan
+from .plan import Options, Plan, chunk_counts, make_plan, source_options
 from .pyramid import build_slab
 from .sources import open_source
 from .sources.volume import build_gzip_index
@@ -24,7 +24,7 @@ log = logging.getLogger("ngprecomputed")
 
 def options_from_json(text: str) -> Options:
     d = json.loads(text) if text else {}
-    for key in ("chunk_size", "block_size"):
+    for key in ("chunk_size", "block_size", "voxel_size"):
         if d.get(key):
             d[key] = tuple(d[key])
     return Options(**d)
@@ -36,8 +36,9 @@ def options_to_json(options: Options) -> str:
 
 def planned(a) -> Plan:
     """The dataset's plan, from its source header and options (cheap: no voxel is read)."""
+    options = options_from_json(a.options)
     with naming(a.dataset):
-        return make_plan(a.dataset, open_source(a.source), options_from_json(a.options))
+        return make_plan(a.dataset, open_source(a.source, **source_options(options)), options)
 
 
 def cmd_plan(a) -> None:
@@ -93,7 +94,7 @@ def cmd_stats(a) -> None:
         items = [(a.input.name, a.input, Options(type=a.type, voxels_per_job=a.voxels_per_job))]
     print(f"{'dataset':<24} {'scale':<28} {'size':<18} {'chunk':<14} {'files':>8} {'MiB':>10}")
     for name, path, opts in items:
-        plan = make_plan(name, open_source(path), opts)
+        plan = make_plan(name, open_source(path, **source_options(opts)), opts)
         for row in chunk_counts(plan):
             size = "x".join(map(str, row["size"]))
             chunk = "x".join(map(str, row["chunk"]))
@@ -143,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def dataset_args(s):
-        s.add_argument("source", type=Path, help="the input volume")
+        s.add_argument("source", help="the input volume, or slice stack (folders/patterns, ';')")
         s.add_argument("--dataset", required=True, help="the dataset's name")
         s.add_argument("--options", default="{}", help="per-dataset options as JSON")
 

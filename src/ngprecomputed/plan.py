@@ -18,7 +18,7 @@ import numpy as np
 
 from .chunks import Box, Grid, clip, voxels
 from .errors import InputError
-from .sources.volume import is_gzip
+from .sources.volume import VolumeSource, is_gzip
 
 NG_DATA_TYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "float32")
 LABEL_DATA_TYPES = ("uint8", "uint16", "uint32", "uint64")
@@ -38,6 +38,8 @@ class Options:
     jpeg_quality: int = 90
     block_size: tuple[int, int, int] = (8, 8, 8)  # compressed_segmentation
     gzip: bool = False
+    voxel_size: tuple[float, float, float] | None = None  # slice stacks, mm
+    orientation: str | None = None  # slice stacks: column, row, slice directions
     chunk_voxels: int = 64**3
     voxels_per_job: int = 2**27
 
@@ -90,6 +92,7 @@ class Plan:
     scales: list[Scale]
     stages: list[Stage] = field(default_factory=list)
     gzip_index: bool = False
+    source_options: dict = field(default_factory=dict)  # open_source's, for slice stacks
 
     def factor_between(self, fine: int, coarse: int) -> tuple[int, int, int]:
         """Downsampling factor per axis from scale ``fine`` to scale ``coarse``."""
@@ -196,6 +199,7 @@ class Plan:
         d["stages"] = [Stage(**{k: _tuple(v) for k, v in s.items()}) for s in d["stages"]]
         d["rescale"] = tuple(d["rescale"]) if d["rescale"] else None
         d["encoding_options"] = {k: _tuple(v) for k, v in d["encoding_options"].items()}
+        d["source_options"] = {k: _tuple(v) for k, v in d.get("source_options", {}).items()}
         return cls(**d)
 
     @classmethod
@@ -227,6 +231,13 @@ def output_data_type(source: np.dtype, scaled: bool, opts: Options, where: str) 
     if src.name in NG_DATA_TYPES:
         return src.name
     raise InputError(f"{where}: {src.name} voxels have no precomputed data type; set data_type")
+
+
+def source_options(opts: Options) -> dict:
+    """What ``open_source`` needs beyond the path (slice stacks only)."""
+    if opts.voxel_size is None and opts.orientation is None:
+        return {}
+    return {"voxel_size": opts.voxel_size, "orientation": opts.orientation}
 
 
 def default_encoding(kind: str) -> str:
@@ -387,10 +398,10 @@ def neuroglancer_transform(affine: np.ndarray, unit_nm: float, resolution) -> li
 
 def make_plan(dataset: str, source, opts: Options) -> Plan:
     """The whole plan of one dataset from its source's header (no voxel is read)."""
-    where = f"dataset {dataset}"
+    where = f"dataset {dataset}: {getattr(source, 'spec', source.path)}"
     if opts.type == "segmentation" and source.shape[3] > 1:
         raise InputError(
-            f"{where}: {source.path}: a segmentation must be 3D "
+            f"{where}: a segmentation must be 3D "
             f"(this one has {source.shape[3]} volumes)"
         )
     data_type = output_data_type(source.source_dtype, source.scaled, opts, where)
@@ -408,7 +419,7 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
     resolution = source.voxel_size_nm
     plan = Plan(
         dataset=dataset,
-        source=str(source.path),
+        source=str(getattr(source, "spec", source.path)),
         type=opts.type,
         data_type=data_type,
         num_channels=source.shape[3],
@@ -422,7 +433,10 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
         scales=pyramid(source.shape[:3], resolution, opts),
     )
     plan.stages = stages(plan, opts.voxels_per_job)
-    plan.gzip_index = plan.stages[0].count > 2 and is_gzip(source.path)
+    plan.gzip_index = (
+        isinstance(source, VolumeSource) and plan.stages[0].count > 2 and is_gzip(source.path)
+    )
+    plan.source_options = source_options(opts)
     return plan
 
 

@@ -69,7 +69,9 @@ def build_slab(
         "the source" if stage.first == 0 else f"scale {stage.first - 1}",
     )
     if stage.first == 0:
-        array = to_stored(open_source(plan.source, gzip_index).read(inbox), plan)
+        array = to_stored(
+            open_source(plan.source, gzip_index, **plan.source_options).read(inbox), plan
+        )
     else:
         array = source_store(plan, root, scratch, stage.first - 1).read_box(inbox)
     method = "mode" if plan.type == "segmentation" else "mean"

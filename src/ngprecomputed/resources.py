@@ -9,13 +9,15 @@ _BASELINE_MB = 160  # Python, numpy, nibabel
 
 
 def job_mem_mb(plan: Plan, stage_index: int, slab_index: int) -> int:
-    """Peak memory of one pyramid job: its input box as read and as stored, plus the scales it
-    makes (each at most 1/2 of the one above) and the interpreter."""
+    """Peak memory of one pyramid job: its input box as read, a converted copy when the type
+    changes, the coarser scales it makes (at most 1/4 of the box with their temporaries), and
+    the interpreter."""
     stage = plan.stages[stage_index]
     n = voxels(plan.input_box(stage_index, slab_index)) * plan.num_channels
     stored = np.dtype(plan.data_type).itemsize
-    read = 8 if plan.scaled else np.dtype(plan.source_dtype).itemsize
-    if stage.first > 0:
-        read = stored
-    peak = n * (read + stored) + n * stored  # input, converted copy, downsampled scales
-    return int(_BASELINE_MB + peak / 2**20 * 1.1)
+    read = stored
+    if stage.first == 0:
+        read = 8 if plan.scaled else np.dtype(plan.source_dtype).itemsize
+    converted = stored if (stage.first == 0 and (read != stored or plan.rescale)) else 0
+    peak = n * (read + converted + stored / 4)
+    return int(_BASELINE_MB + peak / 2**20 * 1.2)

@@ -5,6 +5,7 @@ and the column, before any job runs.
 """
 
 import csv
+import glob
 import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,9 +21,17 @@ from .workflow_files import workflow_root
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    path: Path
+    path: str  # a volume file, or a slice stack: folders or patterns, ';' between channels
     options: Options
     row: int
+
+    @property
+    def inputs(self) -> list[str]:
+        """The files and folders the dataset reads (what Snakemake tracks)."""
+        out = []
+        for part in self.path.split(";"):
+            out += sorted(glob.glob(part)) if any(c in part for c in "*?[") else [part]
+        return out
 
 
 def _edges(text: str | None) -> tuple[int, int, int] | None:
@@ -31,6 +40,14 @@ def _edges(text: str | None) -> tuple[int, int, int] | None:
         return None
     edges = tuple(int(v) for v in text.split(","))
     return edges * 3 if len(edges) == 1 else edges
+
+
+def _sizes(text: str | None) -> tuple[float, float, float] | None:
+    """``"0.02"`` or ``"0.02,0.02,0.04"`` millimetres (column, row, slice spacing)."""
+    if not text:
+        return None
+    sizes = tuple(float(v) for v in str(text).split(","))
+    return sizes * 3 if len(sizes) == 1 else sizes
 
 
 def load_schema(name: str, schema_dir: Path | None = None) -> dict:
@@ -149,11 +166,24 @@ def datasets_from_rows(
     for n, row in enumerate(rows, start=1):
         here = f"{where}: row {n} (dataset {row['dataset']}), column path"
         try:
-            path = resolve_path(row["path"], base)
+            parts = [resolve_path(p.strip(), base) for p in row["path"].split(";")]
         except FileNotFoundError as e:
             raise InputError(f"{here}: {e}") from None
-        if require_files and not path.is_file():
-            raise InputError(f"{here}: no such file {path}")
+        stack = len(parts) > 1 or "voxel_size" in row or "orientation" in row
+        for part in parts:
+            if any(c in str(part) for c in "*?["):
+                stack = True
+                if not glob.glob(str(part)):
+                    raise InputError(f"{here}: no file matches {part}")
+            elif part.is_dir():
+                stack = True
+            elif require_files and not part.is_file():
+                raise InputError(f"{here}: no such file {part}")
+        if stack and "voxel_size" not in row:
+            raise InputError(
+                f"{where}: row {n} (dataset {row['dataset']}), column voxel_size: "
+                "a slice stack needs its voxel size (mm)"
+            )
         options = replace(
             defaults,
             type=row["type"],
@@ -165,7 +195,9 @@ def datasets_from_rows(
             encoding=row.get("encoding", defaults.encoding),
             jpeg_quality=row.get("jpeg_quality", defaults.jpeg_quality),
             block_size=_edges(row.get("block_size")) or defaults.block_size,
+            voxel_size=_sizes(row.get("voxel_size")),
+            orientation=row.get("orientation"),
             gzip=row.get("gzip", defaults.gzip),
         )
-        datasets.append(Dataset(row["dataset"], path, options, n))
+        datasets.append(Dataset(row["dataset"], ";".join(map(str, parts)), options, n))
     return datasets

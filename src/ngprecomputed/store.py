@@ -36,6 +36,7 @@ class ScaleStore:
         encoding: str = "raw",
         options: dict | None = None,
         gzipped: bool = False,
+        offset: tuple[int, int, int] = (0, 0, 0),
     ):
         self.dir = Path(root) / key
         self.grid = grid
@@ -46,9 +47,19 @@ class ScaleStore:
         # decoding needs only the block size (compressed_segmentation)
         self.decode_options = {k: v for k, v in self.options.items() if k == "block_size"}
         self.gzipped = gzipped
+        self.offset = offset  # voxel_offset: chunk names are in absolute voxel coordinates
 
     def path(self, box: Box) -> Path:
-        return self.dir / (chunk_name(box) + (".gz" if self.gzipped else ""))
+        named = tuple((lo + o, hi + o) for (lo, hi), o in zip(box, self.offset, strict=True))
+        return self.dir / (chunk_name(named) + (".gz" if self.gzipped else ""))
+
+    def read_chunk(self, box: Box) -> bytes:
+        """A chunk's encoded bytes; a foreign dataset may store any chunk gzipped (``.gz``)."""
+        path = self.path(box)
+        if not path.exists() and not self.gzipped and path.with_name(path.name + ".gz").exists():
+            return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
+        data = path.read_bytes()
+        return gzip.decompress(data) if self.gzipped else data
 
     def write_chunk(self, box: Box, array: np.ndarray) -> tuple[str, int]:
         data = self.codec.encode(array, **self.options)
@@ -74,9 +85,7 @@ class ScaleStore:
         shape = tuple(hi - lo for lo, hi in box) + (self.channels,)
         out = np.empty(shape, dtype=self.dtype, order="F")
         for _, cbox in self.grid.chunks_in(box):
-            data = self.path(cbox).read_bytes()
-            if self.gzipped:
-                data = gzip.decompress(data)
+            data = self.read_chunk(cbox)
             cshape = tuple(hi - lo for lo, hi in cbox) + (self.channels,)
             chunk = self.codec.decode(data, cshape, self.dtype, **self.decode_options)
             inter = [

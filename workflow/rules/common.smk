@@ -10,7 +10,7 @@ import yaml
 
 from ngprecomputed.cli import options_to_json
 from ngprecomputed.errors import InputError
-from ngprecomputed.plan import Options, Plan, make_plan
+from ngprecomputed.plan import Options, Plan, make_plan, source_options
 from ngprecomputed.resources import job_mem_mb
 from ngprecomputed.sheet import config_rows, datasets_from_rows, load_schema, read_rows
 from ngprecomputed.sources import open_source
@@ -65,7 +65,8 @@ def _load():
     plans = {}
     for d in datasets:
         try:
-            plans[d.name] = make_plan(d.name, open_source(d.path), d.options)
+            source = open_source(d.path, **source_options(d.options))
+            plans[d.name] = make_plan(d.name, source, d.options)
         except (InputError, FileNotFoundError):
             pass  # the plan checkpoint plans it later, or fails with the reason
     return {d.name: d for d in datasets}, plans
@@ -88,13 +89,21 @@ def plan_of(dataset):
 
 
 def source_path(dataset):
-    """The source as Snakemake should see it: relative to the working folder when inside it,
-    so that a host workflow's rule whose output it is is found."""
-    path = DATASETS[dataset].path
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """The source's files and folders as Snakemake should see them: relative to the working
+    folder when inside it, so that a host workflow's rule whose output it is is found.
+    """
+    paths = []
+    for path in map(Path, DATASETS[dataset].inputs):
+        try:
+            paths.append(str(path.resolve().relative_to(Path.cwd().resolve())))
+        except ValueError:
+            paths.append(str(path))
+    return paths
+
+
+def source_spec(wildcards):
+    """The source as the command line takes it (a slice stack: folders/patterns, ';')."""
+    return DATASETS[wildcards.dataset].path
 
 
 def manifest(dataset, stage, slab):

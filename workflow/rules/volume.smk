@@ -15,9 +15,10 @@ checkpoint plan:
     conda:
         "../envs/ngprecomputed.yaml"
     params:
+        source=source_spec,
         options=lambda w: options_to_json(DATASETS[w.dataset].options),
     shell:
-        "ngprecomputed --log {log:q} plan {input.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} plan {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --out {output:q}"
 
 
@@ -50,12 +51,13 @@ rule pyramid:
     resources:
         mem_mb=lambda w: job_mem_mb(plan_of(w.dataset), int(w.stage), int(w.slab)),
     params:
+        source=source_spec,
         options=lambda w: options_to_json(DATASETS[w.dataset].options),
         root=lambda w: RESULTS / w.dataset,
         scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
     shell:
-        "ngprecomputed --log {log:q} build {input.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} build {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --stage {wildcards.stage} --slab {wildcards.slab}"
         " --root {params.root:q} --manifest {output:q} {params.gzip_index}"
         " --scratch {params.scratch:q}"
@@ -78,11 +80,12 @@ rule finalize:
             plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0
         ),
     params:
+        source=source_spec,
         options=lambda w: options_to_json(DATASETS[w.dataset].options),
         root=lambda w: RESULTS / w.dataset,
         scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
     shell:
-        "ngprecomputed --log {log:q} finalize {input.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} finalize {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --root {params.root:q}"
         " {params.gzip_index} --scratch {params.scratch:q}"

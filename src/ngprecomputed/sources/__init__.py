@@ -6,11 +6,28 @@ header's scaling), ``affine`` (voxel centres to millimetres) and ``read(box)``.
 
 from pathlib import Path
 
+from .slices import SliceSource
 from .volume import VolumeSource
 
-__all__ = ["VolumeSource", "open_source"]
+__all__ = ["SliceSource", "VolumeSource", "is_slice_stack", "open_source"]
 
 
-def open_source(path: str | Path, gzip_index: str | Path | None = None) -> VolumeSource:
-    """Open ``path``; ``gzip_index`` is an exported indexed_gzip index for .gz files."""
-    return VolumeSource(Path(path), gzip_index=Path(gzip_index) if gzip_index else None)
+def is_slice_stack(spec: str | Path) -> bool:
+    """A folder of images, a glob pattern, or several of them separated by ``;``."""
+    text = str(spec)
+    return ";" in text or any(c in text for c in "*?[") or Path(text).is_dir()
+
+
+def open_source(
+    spec: str | Path,
+    gzip_index: str | Path | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    orientation: str | None = None,
+) -> VolumeSource | SliceSource:
+    """A volume file (``gzip_index``: an exported indexed_gzip index for .gz files), or a
+    stack of section images (``;`` separates channels), with its voxel size and orientation."""
+    if is_slice_stack(spec):
+        return SliceSource(
+            str(spec).split(";"), voxel_size or (1.0, 1.0, 1.0), orientation or "RAS"
+        )
+    return VolumeSource(Path(spec), gzip_index=Path(gzip_index) if gzip_index else None)

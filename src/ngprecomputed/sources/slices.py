@@ -27,17 +27,17 @@ What is read
     ``read(box)`` opens only the files of the slices the box covers. TIFF: only the strips (or
     tiles) that cover the box's rows (and, for tiles, columns) are read from disk and decoded,
     through ``tifffile``'s page offsets and ``page.decode`` (LZW, Deflate, JPEG... as
-    ``imagecodecs`` provides); TIFF layouts this cannot address (separate colour planes, volumetric
-    pages) are decoded whole, then cropped. PNG and JPEG cannot be decoded by rows: each needed
+    ``imagecodecs`` provides); a TIFF layout this cannot address (RGB in separate colour planes)
+    is decoded whole, then cropped. PNG and JPEG cannot be decoded by rows: each needed
     file is decoded whole, then cropped. Memory is therefore the box plus one decoded image (one
     strip or tile for TIFF), never the stack. The constructor reads every file's header (size,
     type) but no pixels.
 """
 
 import glob
-import logging
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +45,6 @@ import numpy as np
 
 from ..chunks import Box
 from ..errors import InputError
-
-log = logging.getLogger(__name__)
 
 _TIFF = (".tif", ".tiff")
 _PIL = (".png", ".jpg", ".jpeg")
@@ -175,10 +173,22 @@ def _inspect_tiff(path: Path) -> ImageInfo:
         return ImageInfo(int(page.imagelength), int(page.imagewidth), samples, dtype)
 
 
-def _inspect_pil(path: Path) -> ImageInfo:
+@contextmanager
+def _open_pil(path: Path):
+    """``Image.open`` without Pillow's pixel limit: large sections are expected, not bombs."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            yield im
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _inspect_pil(path: Path) -> ImageInfo:
+    with _open_pil(path) as im:
         mode = im.mode
         if mode == "I" and im.format == "PNG":
             mode = "I;16"
@@ -207,6 +217,7 @@ class SliceSource:
             raise InputError("slice stack: no input folder or pattern given")
         self.path = Path(inputs[0])
         self.inputs = inputs
+        self.spec = ";".join(str(i) for i in inputs)  # what open_source takes back
         self.orientation = str(orientation).upper()
         self._perm, self._flips = parse_orientation(orientation, where=str(self.path))
         try:
@@ -341,7 +352,9 @@ def _read_tiff(
         )
         if not chunked:
             data = page.asarray()
-            out[...] = data.reshape(data.shape[:2] + (-1,))[r0:r1, c0:c1]
+            if data.ndim == 3 and page.planarconfig == 2:  # separate planes: [sample, y, x]
+                data = np.moveaxis(data, 0, -1)
+            out[...] = data.reshape(height, width, -1)[r0:r1, c0:c1]
             return
         fh = tif.filehandle
         for ty in range(r0 // th, -(-r1 // th)):
@@ -367,18 +380,11 @@ def _read_tiff(
 def _read_pil(
     path: Path, rows: tuple[int, int], cols: tuple[int, int], out: np.ndarray, info: ImageInfo
 ) -> None:
-    from PIL import Image
-
     (r0, r1), (c0, c1) = rows, cols
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # large sections are expected, not decompression bombs
-    try:
-        with Image.open(path) as im:
-            _check_same(path, im.height, im.width, info)
-            im.load()
-            crop = np.asarray(im.crop((c0, r0, c1, r1)))
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    with _open_pil(path) as im:
+        _check_same(path, im.height, im.width, info)
+        im.load()  # the whole image: PNG and JPEG cannot be decoded by rows here
+        crop = np.asarray(im.crop((c0, r0, c1, r1)))
     out[...] = crop.reshape(crop.shape[:2] + (-1,))
 
 
