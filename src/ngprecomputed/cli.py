@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import resource
 import sys
 from pathlib import Path
@@ -105,6 +106,19 @@ def cmd_stats(a) -> None:
         print(f"{name:<24} {'(pyramid jobs)':<28} {plan.jobs}")
 
 
+def cmd_reencode(a) -> None:
+    from .plan import default_encoding
+    from .reencode import read_info, reencode
+
+    kind = read_info(a.source)["type"]
+    encoding = a.encoding or default_encoding(kind)
+    options = {
+        "jpeg": {"quality": a.jpeg_quality},
+        "compressed_segmentation": {"block_size": (a.block_size,) * 3},
+    }.get(encoding, {})
+    reencode(a.source, a.dest, encoding, options, a.gzip, a.processes)
+
+
 def cmd_run(a) -> None:
     """The packaged workflow on a sheet, for people who do not want a Snakefile of their own."""
     import subprocess
@@ -174,6 +188,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gzip-index", type=Path)
     s.add_argument("--scratch", type=Path, help="raw copies for lossy encodings")
     s.set_defaults(func=cmd_finalize)
+
+    s = sub.add_parser("reencode", help="re-encode a precomputed dataset (any writer's)")
+    s.add_argument("source", type=Path, help="a precomputed dataset folder (with its info)")
+    s.add_argument("dest", type=Path)
+    s.add_argument(
+        "--encoding",
+        choices=["raw", "jpeg", "png", "compressed_segmentation"],
+        help="default: compressed_segmentation for labels, raw for images",
+    )
+    s.add_argument("--jpeg-quality", type=int, default=Options.jpeg_quality)
+    s.add_argument("--block-size", type=int, default=8, help="compressed_segmentation block")
+    s.add_argument("--gzip", action="store_true", help="gzip every chunk (.gz)")
+    s.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    s.set_defaults(func=cmd_reencode)
 
     s = sub.add_parser(
         "run",

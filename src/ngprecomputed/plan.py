@@ -401,8 +401,7 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
     where = f"dataset {dataset}: {getattr(source, 'spec', source.path)}"
     if opts.type == "segmentation" and source.shape[3] > 1:
         raise InputError(
-            f"{where}: a segmentation must be 3D "
-            f"(this one has {source.shape[3]} volumes)"
+            f"{where}: a segmentation must be 3D (this one has {source.shape[3]} volumes)"
         )
     data_type = output_data_type(source.source_dtype, source.scaled, opts, where)
     encoding = opts.encoding or default_encoding(opts.type)

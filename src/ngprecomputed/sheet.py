@@ -7,6 +7,7 @@ and the column, before any job runs.
 import csv
 import glob
 import importlib.util
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +41,20 @@ def _edges(text: str | None) -> tuple[int, int, int] | None:
         return None
     edges = tuple(int(v) for v in text.split(","))
     return edges * 3 if len(edges) == 1 else edges
+
+
+def _check_parts(parts: list[Path], stack: bool, here: str, require_files: bool) -> bool:
+    """Each part exists (a file, a folder, or a pattern that matches); is it a slice stack?"""
+    for part in parts:
+        if any(c in str(part) for c in "*?["):
+            stack = True
+            if not glob.glob(str(part)):
+                raise InputError(f"{here}: no file matches {part}")
+        elif part.is_dir():
+            stack = True
+        elif require_files and not part.is_file():
+            raise InputError(f"{here}: no such file {part}")
+    return stack
 
 
 def _sizes(text: str | None) -> tuple[float, float, float] | None:
@@ -170,15 +185,16 @@ def datasets_from_rows(
         except FileNotFoundError as e:
             raise InputError(f"{here}: {e}") from None
         stack = len(parts) > 1 or "voxel_size" in row or "orientation" in row
-        for part in parts:
-            if any(c in str(part) for c in "*?["):
-                stack = True
-                if not glob.glob(str(part)):
-                    raise InputError(f"{here}: no file matches {part}")
-            elif part.is_dir():
-                stack = True
-            elif require_files and not part.is_file():
-                raise InputError(f"{here}: no such file {part}")
+        if len(parts) == 1 and (parts[0] / "info").is_file():  # a precomputed dataset
+            kind = json.loads((parts[0] / "info").read_text()).get("type")
+            if kind != row["type"]:
+                raise InputError(
+                    f"{where}: row {n} (dataset {row['dataset']}), column type: "
+                    f"{parts[0]} is a precomputed {kind}, not {row['type']}"
+                )
+            stack = False
+        else:
+            stack = _check_parts(parts, stack, here, require_files)
         if stack and "voxel_size" not in row:
             raise InputError(
                 f"{where}: row {n} (dataset {row['dataset']}), column voxel_size: "

@@ -1,6 +1,7 @@
 # Config, sample sheet and per-dataset plans. Plans come from file headers at parse time; a
 # source that does not exist yet (made by a host workflow's rule) is planned by the `plan`
 # checkpoint once it does.
+import re
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Options, Plan, make_plan, source_options
 from ngprecomputed.resources import job_mem_mb
 from ngprecomputed.sheet import config_rows, datasets_from_rows, load_schema, read_rows
-from ngprecomputed.sources import open_source
+from ngprecomputed.sources import is_precomputed, open_source
 from ngprecomputed.summary import failures
 
 SCHEMAS = WORKFLOW_ROOT / "workflow" / "schemas"
@@ -64,6 +65,8 @@ def _load():
         sys.exit(f"ngprecomputed: error: {e}")
     plans = {}
     for d in datasets:
+        if is_precomputed(d.path):
+            continue  # re-encoded chunk by chunk: no plan
         try:
             source = open_source(d.path, **source_options(d.options))
             plans[d.name] = make_plan(d.name, source, d.options)
@@ -73,6 +76,12 @@ def _load():
 
 
 DATASETS, PLANS = _load()
+REENCODED = [name for name, d in DATASETS.items() if is_precomputed(d.path)]
+
+
+def names_regex(names):
+    """A wildcard constraint matching exactly these dataset names (none: matches nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 wildcard_constraints:

@@ -73,6 +73,8 @@ rule finalize:
         LOGS / "{dataset}" / "finalize.log",
     benchmark:
         LOGS / "{dataset}" / "finalize.tsv"
+    wildcard_constraints:
+        dataset=names_regex([n for n in DATASETS if n not in REENCODED]),
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
@@ -89,3 +91,30 @@ rule finalize:
         "ngprecomputed --log {log:q} finalize {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --root {params.root:q}"
         " {params.gzip_index} --scratch {params.scratch:q}"
+
+
+rule reencode:
+    input:
+        info=lambda w: Path(DATASETS[w.dataset].path) / "info",
+    output:
+        info=RESULTS / "{dataset}" / "info",
+    log:
+        LOGS / "{dataset}" / "reencode.log",
+    # A sheet row whose path is a precomputed dataset: its chunks, re-encoded, in parallel.
+    wildcard_constraints:
+        dataset=names_regex(REENCODED),
+    conda:
+        "../envs/ngprecomputed.yaml"
+    threads: workflow.cores
+    params:
+        source=source_spec,
+        root=lambda w: RESULTS / w.dataset,
+        encoding=lambda w: DATASETS[w.dataset].options.encoding or "",
+        quality=lambda w: DATASETS[w.dataset].options.jpeg_quality,
+        block=lambda w: DATASETS[w.dataset].options.block_size[0],
+        gzip=lambda w: "--gzip" if DATASETS[w.dataset].options.gzip else "",
+    shell:
+        "ngprecomputed --log {log:q} reencode {params.source:q} {params.root:q}"
+        " $([ -n '{params.encoding}' ] && echo --encoding {params.encoding})"
+        " --jpeg-quality {params.quality} --block-size {params.block} {params.gzip}"
+        " --processes {threads}"

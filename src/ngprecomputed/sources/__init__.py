@@ -9,12 +9,19 @@ from pathlib import Path
 from .slices import SliceSource
 from .volume import VolumeSource
 
-__all__ = ["SliceSource", "VolumeSource", "is_slice_stack", "open_source"]
+__all__ = ["SliceSource", "VolumeSource", "is_precomputed", "is_slice_stack", "open_source"]
+
+
+def is_precomputed(spec: str | Path) -> bool:
+    """A precomputed dataset folder (re-encoded, not converted)."""
+    return (Path(str(spec)) / "info").is_file()
 
 
 def is_slice_stack(spec: str | Path) -> bool:
     """A folder of images, a glob pattern, or several of them separated by ``;``."""
     text = str(spec)
+    if is_precomputed(text):
+        return False
     return ";" in text or any(c in text for c in "*?[") or Path(text).is_dir()
 
 
