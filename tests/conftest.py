@@ -199,3 +199,39 @@ def write_big_stack(folder: Path, n: int, side: int, strip: int) -> Path:
     check = tifffile.imread(folder / "section_7.tif")
     assert (check[:strip] == 7).all() and (check[strip:] == base[strip:]).all()
     return folder
+
+
+def run_failing(cwd: Path, sheet: Path, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """A --keep-going run expected to fail: the process, and its one-line errors by dataset."""
+    proc = snakemake(
+        cwd, "--keep-going", "--config", f"samples={sheet}", f"results={out}", check=False
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors: dict[str, list[str]] = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("ngprecomputed: error: dataset "):
+            errors.setdefault(line.split()[3].rstrip(":"), []).append(line)
+    return proc, errors
+
+
+def bare_plan(**fields):
+    """A Plan with placeholder values, for tests of its arithmetic."""
+    from ngprecomputed.plan import Plan
+
+    values = dict(
+        dataset="d",
+        source="src",
+        type="image",
+        data_type="uint8",
+        num_channels=1,
+        source_dtype="|u1",
+        scaled=False,
+        encoding="raw",
+        encoding_options={},
+        gzip=False,
+        rescale=None,
+        transform=[],
+        scales=[],
+    )
+    return Plan(**{**values, **fields})

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import bare_plan
 from ngprecomputed.chunks import Grid, voxels
 from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Options, Plan, chunk_shape, output_data_type, pyramid, stages
@@ -10,21 +11,7 @@ from ngprecomputed.plan import Options, Plan, chunk_shape, output_data_type, pyr
 
 def make(size, res=(1e6, 1e6, 1e6), channels=1, **kw) -> Plan:
     opts = Options(**kw)
-    plan = Plan(
-        dataset="d",
-        source="src",
-        type=opts.type,
-        data_type="uint8",
-        num_channels=channels,
-        source_dtype="|u1",
-        scaled=False,
-        encoding="raw",
-        encoding_options={},
-        gzip=False,
-        rescale=None,
-        transform=[],
-        scales=pyramid(size, res, opts),
-    )
+    plan = bare_plan(type=opts.type, num_channels=channels, scales=pyramid(size, res, opts))
     plan.stages = stages(plan, opts.voxels_per_job)
     return plan
 

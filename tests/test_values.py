@@ -3,26 +3,15 @@
 import numpy as np
 import pytest
 
+from conftest import bare_plan
 from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Plan
 from ngprecomputed.values import to_stored
 
 
 def plan(kind="image", data_type="uint8", rescale=None) -> Plan:
-    return Plan(
-        dataset="d",
-        source="src.nii",
-        type=kind,
-        data_type=data_type,
-        num_channels=1,
-        source_dtype="<f4",
-        scaled=False,
-        encoding="raw",
-        encoding_options={},
-        gzip=False,
-        rescale=rescale,
-        transform=[],
-        scales=[],
+    return bare_plan(
+        source="src.nii", type=kind, data_type=data_type, source_dtype="<f4", rescale=rescale
     )
 
 

@@ -62,7 +62,7 @@ class ScaleStore:
         return gzip.decompress(data) if self.gzipped else data
 
     def write_chunk(self, box: Box, array: np.ndarray) -> tuple[str, int]:
-        data = self.codec.encode(array, **self.options)
+        data = self.codec.encode(array.astype(self.dtype, copy=False), **self.options)
         if self.gzipped:
             # mtime=0: identical input gives identical bytes (reruns are byte-identical)
             data = gzip.compress(data, compresslevel=6, mtime=0)

@@ -6,6 +6,8 @@
 - Float to integer: rounded to nearest, halves away from zero, clipped to the type's range;
   NaN becomes 0.
 - Segmentations: labels must be whole, finite and not negative; anything else is an input error.
+  Unsigned labels keep their width in memory (the mode is computed on them) and are widened to
+  the stored type (e.g. uint32 for compressed_segmentation) chunk by chunk as they are written.
 """
 
 import numpy as np
@@ -52,4 +54,6 @@ def _labels(array: np.ndarray, out: np.dtype, plan: Plan) -> np.ndarray:
         raise InputError(f"{where}: segmentation has negative labels (min {array.min()})")
     if array.size and array.max() > np.iinfo(out).max:
         raise InputError(f"{where}: label {array.max()} does not fit {out.name}; set data_type")
+    if array.dtype.kind == "u" and array.dtype.itemsize <= out.itemsize:
+        return array  # widened chunk by chunk when written: a uint8 atlas stays 1 byte a voxel
     return array.astype(out)
