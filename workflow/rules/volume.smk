@@ -16,7 +16,7 @@ checkpoint plan:
         "../envs/ngprecomputed.yaml"
     params:
         source=source_spec,
-        options=lambda w: options_to_json(DATASETS[w.dataset].options),
+        options=options_json,
     shell:
         "ngprecomputed --log {log:q} plan {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --out {output:q}"
@@ -52,7 +52,7 @@ rule pyramid:
         mem_mb=lambda w: job_mem_mb(plan_of(w.dataset), int(w.stage), int(w.slab)),
     params:
         source=source_spec,
-        options=lambda w: options_to_json(DATASETS[w.dataset].options),
+        options=options_json,
         root=lambda w: RESULTS / w.dataset,
         scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
@@ -83,7 +83,7 @@ rule finalize:
         ),
     params:
         source=source_spec,
-        options=lambda w: options_to_json(DATASETS[w.dataset].options),
+        options=options_json,
         root=lambda w: RESULTS / w.dataset,
         scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
