@@ -64,6 +64,15 @@ def synthetic(folder):
         rgb[name] = rng.integers(0, 255, rgb.shape, dtype=np.uint8)
     channels = np.stack([rgb[name] for name in "RGB"], axis=-1)
     cases["rgb"] = (save("rgb.nii.gz", rgb), "image", channels)
+    # a 2D image (one section), an ANALYZE pair, float labels (atlases saved as float)
+    flat = rng.integers(0, 255, (100, 80), dtype=np.uint8)
+    cases["twod"] = (save("twod.nii.gz", flat), "image", flat[:, :, None])
+    ana = rng.integers(-500, 500, (30, 20, 10), dtype=np.int16)
+    nib.save(nib.AnalyzeImage(ana, np.eye(4)), folder / "analyze.img")
+    cases["analyze"] = (folder / "analyze.hdr", "image", ana)
+    fl = np.zeros((40, 30, 20), np.float32)
+    fl[5:10, 5:10, 5:10], fl[20:30, 10:20, 2:9] = 3.0, 700.0
+    cases["float_labels"] = (save("float_labels.nii.gz", fl), "segmentation", fl.astype(np.uint32))
     return cases
 
 
@@ -104,6 +113,10 @@ def nibabel_expected(path, kind):
 
 
 CASES = [
+    "twod",
+    "analyze",
+    "float_labels",
+    "rgb",
     "aniso_int16",
     "float_nan",
     "float64",

@@ -104,7 +104,8 @@ class VolumeSource:
 
     def read(self, box: Box) -> np.ndarray:
         """Voxels of ``box`` as an array ``[x, y, z, channel]`` in ``self.dtype`` (scaled)."""
-        (x0, x1), (y0, y1), (z0, z1) = box
+        # a 2D (or 1D) file has fewer axes than the box: slice only those it has
+        slicer = tuple(slice(lo, hi) for lo, hi in box)[: len(self._img.shape)]
         try:
             if self.gzip_index is not None:
                 import indexed_gzip
@@ -113,15 +114,18 @@ class VolumeSource:
                     str(self.path), index_file=str(self.gzip_index)
                 ) as f:
                     img = type(self._img).from_stream(f)
-                    data = img.dataobj[x0:x1, y0:y1, z0:z1]
+                    data = img.dataobj[slicer]
             else:
-                data = self._img.dataobj[x0:x1, y0:y1, z0:z1]
+                data = self._img.dataobj[slicer]
         except (EOFError, OSError, ValueError, gzip.BadGzipFile) as e:
             raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
         data = np.asarray(data)
+        box_shape = tuple(hi - lo for lo, hi in box)
         if self._fields:
-            return np.stack([data[name] for name in self._fields], axis=-1)
-        return data.reshape(data.shape[:3] + (self.shape[3],), order="F")
+            return np.stack([data[name] for name in self._fields], axis=-1).reshape(
+                box_shape + (self.shape[3],), order="F"
+            )
+        return data.reshape(box_shape + (self.shape[3],), order="F")
 
 
 def _short(e: Exception) -> str:
