@@ -26,7 +26,7 @@ the job logs itself (``peak memory N MiB``, from VmHWM). Memory is in MiB throug
 Snakemake's max_rss). Ratios are ours / theirs; this machine is noisy, so compare the ratios
 of one run rather than absolute times. After the runs, ours' scale 0 is read back with
 TensorStore (strict: no fill of missing chunks) and compared with the input (a spot check,
-not a test). The table goes to stdout and to benchmarks/results.md (overwritten); commands'
+not a test). The table goes to stdout and, for a full run, to benchmarks/results.md; commands'
 output goes to OUT/logs/.
 """
 
