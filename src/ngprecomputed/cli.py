@@ -107,15 +107,11 @@ def cmd_stats(a) -> None:
 
 
 def cmd_reencode(a) -> None:
-    from .plan import default_encoding
+    from .plan import codec_options, default_encoding
     from .reencode import read_info, reencode
 
-    kind = read_info(a.source)["type"]
-    encoding = a.encoding or default_encoding(kind)
-    options = {
-        "jpeg": {"quality": a.jpeg_quality},
-        "compressed_segmentation": {"block_size": (a.block_size,) * 3},
-    }.get(encoding, {})
+    encoding = a.encoding or default_encoding(read_info(a.source)["type"])
+    options = codec_options(encoding, a.jpeg_quality, (a.block_size,) * 3)
     reencode(a.source, a.dest, encoding, options, a.gzip, a.processes)
 
 

@@ -240,6 +240,15 @@ def source_options(opts: Options) -> dict:
     return {"voxel_size": opts.voxel_size, "orientation": opts.orientation}
 
 
+def codec_options(encoding: str, jpeg_quality: int, block_size) -> dict:
+    """The keyword arguments of the encoding's ``encode``."""
+    if encoding == "jpeg":
+        return {"quality": jpeg_quality}
+    if encoding == "compressed_segmentation":
+        return {"block_size": tuple(block_size)}
+    return {}
+
+
 def default_encoding(kind: str) -> str:
     """Labels: compressed_segmentation (lossless, many times smaller than raw, read by every
     reader). Images: raw (lossless, exact, readable from file:// and any static server)."""
@@ -406,10 +415,7 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
     data_type = output_data_type(source.source_dtype, source.scaled, opts, where)
     encoding = opts.encoding or default_encoding(opts.type)
     data_type = fit_encoding(encoding, data_type, source.shape[3], opts, where)
-    options = {
-        "jpeg": {"quality": opts.jpeg_quality},
-        "compressed_segmentation": {"block_size": tuple(opts.block_size)},
-    }.get(encoding, {})
+    options = codec_options(encoding, opts.jpeg_quality, opts.block_size)
     rescale = None
     if opts.input_min is not None or opts.input_max is not None:
         if opts.input_min is None or opts.input_max is None or opts.input_max <= opts.input_min:
