@@ -53,8 +53,17 @@ def _mean(views: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
             count += ok
         with np.errstate(invalid="ignore", divide="ignore"):
             return (acc / count).astype(dtype)
-    small = dtype.itemsize <= 2  # sums of 8 values are exact in float32
-    acc = views[0].astype(np.float32 if small else np.float64)
+    if dtype.itemsize <= 2:
+        # integer sums, exact and half the memory traffic of floats: floor(mean + 1/2) is
+        # (sum + k/2) >> log2(k) for k a power of two (an arithmetic shift floors negatives too)
+        wide = {(1, "u"): np.uint16, (1, "i"): np.int16}.get((dtype.itemsize, dtype.kind), np.int32)
+        acc = views[0].astype(wide)
+        for v in views[1:]:
+            acc += v
+        acc += len(views) // 2
+        acc >>= len(views).bit_length() - 1
+        return acc.astype(dtype)
+    acc = views[0].astype(np.float64)  # 32-bit and wider: exact in float64
     for v in views[1:]:
         acc += v
     acc /= len(views)  # a power of two: exact
