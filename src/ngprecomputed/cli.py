@@ -5,7 +5,6 @@ exit with status 1; anything else is a bug and shows its traceback.
 """
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -23,21 +22,9 @@ from .store import write_atomic
 log = logging.getLogger("ngprecomputed")
 
 
-def options_from_json(text: str) -> Options:
-    d = json.loads(text) if text else {}
-    for key in ("chunk_size", "block_size", "voxel_size"):
-        if d.get(key):
-            d[key] = tuple(d[key])
-    return Options(**d)
-
-
-def options_to_json(options: Options) -> str:
-    return json.dumps(dataclasses.asdict(options), sort_keys=True)
-
-
 def planned(a) -> Plan:
     """The dataset's plan, from its source header and options (cheap: no voxel is read)."""
-    options = options_from_json(a.options)
+    options = Options.from_json(a.options)
     with naming(a.dataset):
         return make_plan(a.dataset, open_source(a.source, **source_options(options)), options)
 

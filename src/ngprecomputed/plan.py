@@ -43,6 +43,18 @@ class Options:
     chunk_voxels: int = 64**3
     voxels_per_job: int = 2**27
 
+    def to_json(self) -> str:
+        """As the command line takes them (``--options``)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Options":
+        d = json.loads(text) if text else {}
+        for key in ("chunk_size", "block_size", "voxel_size"):
+            if d.get(key):
+                d[key] = tuple(d[key])
+        return cls(**d)
+
 
 @dataclass(frozen=True)
 class Scale:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from ngprecomputed.cli import options_to_json
 from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Options, Plan, make_plan, source_options
 from ngprecomputed.resources import job_mem_mb
@@ -112,7 +111,7 @@ def source_path(dataset):
 
 def options_json(wildcards):
     """The row's settings, as the command line takes them."""
-    return options_to_json(DATASETS[wildcards.dataset].options)
+    return DATASETS[wildcards.dataset].options.to_json()
 
 
 def source_spec(wildcards):
