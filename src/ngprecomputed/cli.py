@@ -102,6 +102,12 @@ def cmd_reencode(a) -> None:
     reencode(a.source, a.dest, encoding, options, a.gzip, a.processes)
 
 
+def cmd_serve(a) -> None:
+    from .serve import serve
+
+    serve(a.root, a.host, a.port)
+
+
 def cmd_run(a) -> None:
     """The packaged workflow on a sheet, for people who do not want a Snakefile of their own."""
     import subprocess
@@ -185,6 +191,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gzip", action="store_true", help="gzip every chunk (.gz)")
     s.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     s.set_defaults(func=cmd_reencode)
+
+    s = sub.add_parser("serve", help="serve a results folder to Neuroglancer (CORS, Range, .gz)")
+    s.add_argument("root", type=Path, nargs="?", default=Path("results"))
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser(
         "run",
