@@ -24,7 +24,6 @@ class Dataset:
     name: str
     path: str  # a volume file, or a slice stack: folders or patterns, ';' between channels
     options: Options
-    row: int
 
     @property
     def inputs(self) -> list[str]:
@@ -215,5 +214,5 @@ def datasets_from_rows(
             orientation=row.get("orientation"),
             gzip=row.get("gzip", defaults.gzip),
         )
-        datasets.append(Dataset(row["dataset"], ";".join(map(str, parts)), options, n))
+        datasets.append(Dataset(row["dataset"], ";".join(map(str, parts)), options))
     return datasets
