@@ -202,16 +202,21 @@ def write_big_stack(folder: Path, n: int, side: int, strip: int) -> Path:
 
 
 def run_failing(cwd: Path, sheet: Path, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    """A --keep-going run expected to fail: the process, and its one-line errors by dataset."""
+    """A --keep-going run expected to fail: the process, and the one-line errors by dataset,
+    from the end-of-run summary (jobs' own stderr lines may interleave when jobs run at once)."""
     proc = snakemake(
         cwd, "--keep-going", "--config", f"samples={sheet}", f"results={out}", check=False
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
+    assert "ngprecomputed: error: " in proc.stderr  # the jobs said it too, as it happened
+    summary = proc.stderr.split(" failed:\n", 1)[1]
     errors: dict[str, list[str]] = {}
-    for line in proc.stderr.splitlines():
-        if line.startswith("ngprecomputed: error: dataset "):
-            errors.setdefault(line.split()[3].rstrip(":"), []).append(line)
+    for line in summary.splitlines():
+        if not line.startswith("  "):
+            break
+        name, message = line.strip().split(": ", 1)
+        errors.setdefault(name, []).append(message)
     return proc, errors
 
 
