@@ -11,10 +11,9 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from .chunks import Grid
 from .errors import InputError
+from .plan import Options, fit_encoding
 from .store import ScaleStore, write_atomic
 
 log = logging.getLogger(__name__)
@@ -27,15 +26,13 @@ def read_info(src: Path) -> dict:
         raise InputError(f"{src}: not a precomputed dataset (no readable info: {e})") from None
 
 
-def target_info(info: dict, encoding: str, options: dict) -> dict:
-    """``info`` with every scale in ``encoding`` (labels promoted for compressed_segmentation)."""
+def target_info(info: dict, encoding: str, options: dict, where: str = "") -> dict:
+    """``info`` with every scale in ``encoding`` (the same rules as a conversion: labels
+    promoted for compressed_segmentation, jpeg and png only for what they can hold)."""
     new = json.loads(json.dumps(info))
-    if encoding == "compressed_segmentation":
-        if info["type"] != "segmentation":
-            raise InputError(f"compressed_segmentation is for segmentations, not {info['type']}")
-        new["data_type"] = "uint64" if info["data_type"] == "uint64" else "uint32"
-    if encoding == "jpeg" and (info["type"] == "segmentation" or info["data_type"] != "uint8"):
-        raise InputError(f"jpeg needs a uint8 image, not a {info['data_type']} {info['type']}")
+    new["data_type"] = fit_encoding(
+        encoding, info["data_type"], info["num_channels"], Options(type=info["type"]), where
+    )
     for scale in new["scales"]:
         scale["encoding"] = encoding
         scale.pop("compressed_segmentation_block_size", None)
@@ -67,17 +64,12 @@ def _rows(args) -> int:
     src, dst, info, new, index, z0, z1, options, gzipped = args
     reader = _store(src, info, index, {})
     writer = _store(dst, new, index, options, gzipped)
-    gx, gy, _ = reader.grid.shape
-    box = reader.grid.chunk_box((0, 0, z0))
-    box = (
-        (0, reader.grid.size[0]),
-        (0, reader.grid.size[1]),
-        (box[2][0], min(z1 * reader.grid.chunk[2], reader.grid.size[2])),
-    )
+    g = reader.grid
+    box = ((0, g.size[0]), (0, g.size[1]), (z0 * g.chunk[2], min(z1 * g.chunk[2], g.size[2])))
     count = 0
     writer.dir.mkdir(parents=True, exist_ok=True)
-    for _, cbox in reader.grid.chunks_in(box):
-        chunk = reader.read_box(cbox).astype(np.dtype(new["data_type"]), copy=False)
+    for _, cbox in g.chunks_in(box):
+        chunk = reader.read_box(cbox)  # widened to the new data type as it is written
         writer.write_chunk(cbox, chunk)
         count += 1
     return count
@@ -95,7 +87,7 @@ def reencode(
     """Write ``src`` re-encoded to ``dst``; ``info`` (and ``transform.json``) last."""
     src, dst = Path(src), Path(dst)
     info = read_info(src)
-    new = target_info(info, encoding, options)
+    new = target_info(info, encoding, options, str(src))
     tasks = []
     for index, s in enumerate(info["scales"]):
         if "sharding" in s:
