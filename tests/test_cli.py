@@ -30,3 +30,14 @@ def test_input_errors_are_one_line_and_exit_1(tmp_path, capsys):
         f'(Cannot work out file type of "{bad}")'
     ]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_stats_sizes_jobs_of_a_volume_known_by_its_shape(capsys):
+    """A 20 um whole brain: thousands of jobs, each with the same bounded mem_mb."""
+    assert main(["stats", "--shape", "6500", "7400", "5700", "--voxel-mm", "0.02"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    jobs = int(last.split("(pyramid jobs)")[1].split()[0])
+    mem = int(last.split("mem_mb")[1].split(",")[0])
+    n = 6500 * 7400 * 5700
+    assert n // 2**27 <= jobs <= 2 * n // 2**27  # stage 0 alone needs n / voxels_per_job jobs
+    assert mem < 1024

@@ -71,18 +71,27 @@ def cmd_finalize(a) -> None:
 
 
 def cmd_stats(a) -> None:
-    from .sheet import load_sheet
+    import numpy as np
 
-    if a.input.suffix == ".csv":
-        items = [
-            (d.name, d.path, d.options)
-            for d in load_sheet(a.input, Options(voxels_per_job=a.voxels_per_job))
-        ]
+    from .resources import job_mem_mb, job_runtime_min
+    from .sheet import load_sheet
+    from .sources.header import HeaderOnly
+
+    opts = Options(type=a.type, voxels_per_job=a.voxels_per_job)
+    if a.shape:
+        source = HeaderOnly((*a.shape, a.channels), np.dtype(a.dtype), (a.voxel_mm,) * 3)
+        items = [("x".join(map(str, a.shape)), source, opts)]
+    elif a.input is None:
+        raise InputError("stats: give a sample sheet, a volume file, or --shape")
+    elif a.input.suffix == ".csv":
+        items = [(d.name, d.path, d.options) for d in load_sheet(a.input, opts)]
     else:
-        items = [(a.input.name, a.input, Options(type=a.type, voxels_per_job=a.voxels_per_job))]
+        items = [(a.input.name, a.input, opts)]
     print(f"{'dataset':<24} {'scale':<28} {'size':<18} {'chunk':<14} {'files':>8} {'MiB':>10}")
-    for name, path, opts in items:
-        plan = make_plan(name, open_source(path, **source_options(opts)), opts)
+    for name, source, o in items:
+        if not isinstance(source, HeaderOnly):
+            source = open_source(source, **source_options(o))
+        plan = make_plan(name, source, o)
         for row in chunk_counts(plan):
             size = "x".join(map(str, row["size"]))
             chunk = "x".join(map(str, row["chunk"]))
@@ -90,7 +99,13 @@ def cmd_stats(a) -> None:
                 f"{name:<24} {row['key']:<28} {size:<18} {chunk:<14} {row['files']:>8} "
                 f"{row['bytes'] / 2**20:>10.1f}"
             )
-        print(f"{name:<24} {'(pyramid jobs)':<28} {plan.jobs}")
+        jobs = [(s, i) for s, stage in enumerate(plan.stages) for i in range(stage.count)]
+        mem = max(job_mem_mb(plan, s, i) for s, i in jobs)
+        runtime = max(job_runtime_min(plan, s, i) for s, i in jobs)
+        print(
+            f"{name:<24} {'(pyramid jobs)':<28} {plan.jobs} jobs, largest mem_mb {mem}, "
+            f"runtime {runtime} min"
+        )
 
 
 def cmd_reencode(a) -> None:
@@ -210,9 +225,13 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("stats", help="scales, chunks, files and bytes before anything is written")
-    s.add_argument("input", type=Path, help="a sample sheet (.csv) or a volume file")
+    s.add_argument("input", type=Path, nargs="?", help="a sample sheet (.csv) or a volume file")
     s.add_argument("--type", choices=["image", "segmentation"], default="image")
     s.add_argument("--voxels-per-job", type=int, default=Options.voxels_per_job)
+    s.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="a volume by size")
+    s.add_argument("--dtype", default="uint8", help="with --shape (default uint8)")
+    s.add_argument("--channels", type=int, default=1, help="with --shape")
+    s.add_argument("--voxel-mm", type=float, default=1.0, help="with --shape (isotropic)")
     s.set_defaults(func=cmd_stats)
     return p
 

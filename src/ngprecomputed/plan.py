@@ -371,10 +371,13 @@ def stages(plan: Plan, voxels_per_job: int) -> list[Stage]:
 
 
 def _fits(plan: Plan, src: int, last: int, budget: int, ch: int) -> bool:
-    """Does one chunk row in z, whole in x and y, of scale ``last`` fit the budget at ``src``?"""
-    fz = plan.factor_between(src, last)[2]
+    """Does one row of chunks of scale ``last`` along x (one chunk in y and z) fit the budget
+    at ``src``? Then slabs of such rows (split in y and z) make every scale down to ``last``
+    from one read, instead of writing a scale and reading it back."""
+    _, fy, fz = plan.factor_between(src, last)
+    _, cy, cz = plan.scales[last].chunk
     sx, sy, sz = plan.scales[src].size
-    return sx * sy * min(plan.scales[last].chunk[2] * fz, sz) * ch <= budget
+    return sx * min(cy * fy, sy) * min(cz * fz, sz) * ch <= budget
 
 
 def _aligned(plan: Plan, first: int, last: int) -> bool:

@@ -1,4 +1,8 @@
-"""What a job asks the scheduler for, computed from its slab (not guessed)."""
+"""What a job asks the scheduler for (``mem_mb``, ``runtime``), computed from its slab.
+
+Both grow with Snakemake's ``attempt`` so that a retry (``retries`` in the SLURM profile) asks
+for more than the attempt the scheduler killed.
+"""
 
 import numpy as np
 
@@ -6,12 +10,17 @@ from .chunks import voxels
 from .plan import Plan
 
 _BASELINE_MB = 160  # Python, numpy, nibabel
+# Slowest measured throughput of a pyramid job (compressed_segmentation mode pyramids, png
+# stacks: 30-60 M voxels/s on this project's 2-core benchmark machine), with room for a busy
+# cluster node and a slow shared filesystem.
+_VOXELS_PER_S = 5e6
+_MIN_RUNTIME_MIN = 10
 
 
-def job_mem_mb(plan: Plan, stage_index: int, slab_index: int) -> int:
+def job_mem_mb(plan: Plan, stage_index: int, slab_index: int, attempt: int = 1) -> int:
     """Peak memory of one pyramid job: its input box as read, a converted copy when the type
     changes, the coarser scales it makes (at most 1/4 of the box with their temporaries), and
-    the interpreter."""
+    the interpreter; half as much again for every retry."""
     stage = plan.stages[stage_index]
     n = voxels(plan.input_box(stage_index, slab_index)) * plan.num_channels
     stored = np.dtype(plan.data_type).itemsize
@@ -20,4 +29,22 @@ def job_mem_mb(plan: Plan, stage_index: int, slab_index: int) -> int:
         read = 8 if plan.scaled else np.dtype(plan.source_dtype).itemsize
     converted = stored if (stage.first == 0 and (read != stored or plan.rescale)) else 0
     peak = n * (read + converted + stored / 4)
-    return int(_BASELINE_MB + peak / 2**20 * 1.2)
+    return int((_BASELINE_MB + peak / 2**20 * 1.2) * (1 + 0.5 * (attempt - 1)))
+
+
+def job_runtime_min(plan: Plan, stage_index: int, slab_index: int, attempt: int = 1) -> int:
+    """Wall-time limit of one pyramid job in minutes, doubled for every retry."""
+    n = voxels(plan.input_box(stage_index, slab_index)) * plan.num_channels
+    minutes = _MIN_RUNTIME_MIN + int(np.ceil(n / _VOXELS_PER_S / 60))
+    return minutes * 2 ** (attempt - 1)
+
+
+# Small jobs: planning reads a header; the gzip index keeps a few seek points per 4 MiB.
+SMALL_JOB_MEM_MB = 200
+_GZIP_BYTES_PER_S = 20e6  # compressed bytes decompressed per second, with room
+
+
+def gzip_index_runtime_min(compressed_bytes: int, attempt: int = 1) -> int:
+    """Wall-time limit of indexing a gzip source (one pass of decompression)."""
+    minutes = _MIN_RUNTIME_MIN + int(np.ceil(compressed_bytes / _GZIP_BYTES_PER_S / 60))
+    return minutes * 2 ** (attempt - 1)

@@ -11,7 +11,12 @@ import yaml
 
 from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Options, Plan, make_plan, source_options
-from ngprecomputed.resources import job_mem_mb
+from ngprecomputed.resources import (
+    SMALL_JOB_MEM_MB,
+    gzip_index_runtime_min,
+    job_mem_mb,
+    job_runtime_min,
+)
 from ngprecomputed.sheet import config_rows, datasets_from_rows, load_schema, read_rows
 from ngprecomputed.sources import is_precomputed, open_source
 from ngprecomputed.summary import failures
@@ -109,9 +114,12 @@ def source_path(dataset):
     return paths
 
 
+OPTIONS_JSON = {name: d.options.to_json() for name, d in DATASETS.items()}
+
+
 def options_json(wildcards):
-    """The row's settings, as the command line takes them."""
-    return DATASETS[wildcards.dataset].options.to_json()
+    """The row's settings, as the command line takes them (made once: 10^4 jobs ask)."""
+    return OPTIONS_JSON[wildcards.dataset]
 
 
 def source_spec(wildcards):

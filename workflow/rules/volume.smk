@@ -14,6 +14,9 @@ checkpoint plan:
         LOGS / "{dataset}" / "plan.log",
     conda:
         "../envs/ngprecomputed.yaml"
+    resources:
+        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
+        runtime=10,
     params:
         source=source_spec,
         options=options_json,
@@ -33,6 +36,11 @@ rule gzip_index:
         LOGS / "{dataset}" / "gzip_index.tsv"
     conda:
         "../envs/ngprecomputed.yaml"
+    resources:
+        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
+        runtime=lambda w, input, attempt: gzip_index_runtime_min(
+            Path(input.source[0]).stat().st_size, attempt
+        ),
     shell:
         "ngprecomputed --log {log:q} gzindex {input.source:q} {output:q}"
 
@@ -49,7 +57,12 @@ rule pyramid:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w: job_mem_mb(plan_of(w.dataset), int(w.stage), int(w.slab)),
+        mem_mb=lambda w, attempt: job_mem_mb(
+            plan_of(w.dataset), int(w.stage), int(w.slab), attempt
+        ),
+        runtime=lambda w, attempt: job_runtime_min(
+            plan_of(w.dataset), int(w.stage), int(w.slab), attempt
+        ),
     params:
         source=source_spec,
         options=options_json,
@@ -78,8 +91,11 @@ rule finalize:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w: job_mem_mb(
-            plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0
+        mem_mb=lambda w, attempt: job_mem_mb(
+            plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0, attempt
+        ),
+        runtime=lambda w, attempt: job_runtime_min(
+            plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0, attempt
         ),
     params:
         source=source_spec,
@@ -106,6 +122,10 @@ rule reencode:
     conda:
         "../envs/ngprecomputed.yaml"
     threads: workflow.cores
+    resources:
+        # processes of ~50 MiB that each hold a chunk or two
+        mem_mb=lambda w, threads, attempt: (SMALL_JOB_MEM_MB + 100 * threads) * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
     params:
         source=source_spec,
         root=lambda w: RESULTS / w.dataset,
