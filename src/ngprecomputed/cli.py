@@ -12,6 +12,8 @@ import resource
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError, naming
 from .plan import Options, Plan, chunk_counts, make_plan, source_options
 from .pyramid import build_slab
@@ -65,14 +67,42 @@ def cmd_finalize(a) -> None:
         with naming(plan.dataset):
             build_slab(plan, a.root, last, 0, gzip_index=a.gzip_index, scratch=a.scratch)
     a.root.mkdir(parents=True, exist_ok=True)
+    labels = Options.from_json(a.options).labels
+    if labels:
+        from .labels import read_label_table, write_segment_properties
+        from .plan import NAMES_DIR
+
+        with naming(plan.dataset):
+            write_segment_properties(a.root / NAMES_DIR, read_label_table(labels))
     write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
     write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())
     log.info("%s: wrote %s", plan.dataset, a.root / "info")
 
 
-def cmd_stats(a) -> None:
-    import numpy as np
+def cmd_surfaces(a) -> None:
+    """Mesh files tied to segments by the row's mesh table; the job's manifest last."""
+    from .meshes.surfaces import write_surfaces
+    from .store import write_manifest
 
+    plan = planned(a)
+    with naming(plan.dataset):
+        written = write_surfaces(plan, Path(Options.from_json(a.options).meshes), a.root, a.colon)
+    write_manifest(a.manifest, {"dataset": plan.dataset, "segments": written})
+    log.info("%s: meshes of %d segments", plan.dataset, len(written))
+
+
+def cmd_vtk(a) -> None:
+    """One mesh file as Neuroglancer's VTK mesh (world millimetres to nanometres)."""
+    from .meshes.legacy import MM_TO_NM, write_vtk
+    from .meshes.read import read_mesh
+
+    with naming(a.dataset):
+        mesh = read_mesh(a.source)
+    write_vtk(a.out, mesh.transformed(np.diag([MM_TO_NM] * 3 + [1.0])), title=a.dataset)
+    log.info("%s: %d vertices, %d triangles", a.out, len(mesh.vertices), len(mesh.faces))
+
+
+def cmd_stats(a) -> None:
     from .resources import job_mem_mb, job_runtime_min
     from .sheet import load_sheet
     from .sources.header import HeaderOnly
@@ -192,6 +222,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gzip-index", type=Path)
     s.add_argument("--scratch", type=Path, help="raw copies for lossy encodings")
     s.set_defaults(func=cmd_finalize)
+
+    s = sub.add_parser("surfaces", help="mesh files tied to segments by a mesh table")
+    dataset_args(s)
+    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
+    s.add_argument("--manifest", type=Path, required=True)
+    s.add_argument("--no-colon", dest="colon", action="store_false", help="<id>.json manifests")
+    s.set_defaults(func=cmd_surfaces)
+
+    s = sub.add_parser("vtk", help="one mesh file as Neuroglancer's VTK mesh (nm)")
+    s.add_argument("source", type=Path)
+    s.add_argument("out", type=Path)
+    s.add_argument("--dataset", required=True)
+    s.set_defaults(func=cmd_vtk)
 
     s = sub.add_parser("reencode", help="re-encode a precomputed dataset (any writer's)")
     s.add_argument("source", type=Path, help="a precomputed dataset folder (with its info)")

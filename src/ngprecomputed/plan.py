@@ -11,7 +11,7 @@ every scale of the stage for it. Small volumes are one job; big ones fan out ove
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,8 @@ from .chunks import Box, Grid, clip, voxels
 from .errors import InputError
 from .sources.volume import VolumeSource, is_gzip
 
+MESH_DIR = "mesh"  # a segmentation's meshes, named in its info
+NAMES_DIR = "names"  # its segment properties
 NG_DATA_TYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "float32")
 LABEL_DATA_TYPES = ("uint8", "uint16", "uint32", "uint64")
 
@@ -38,6 +40,10 @@ class Options:
     jpeg_quality: int = 90
     block_size: tuple[int, int, int] = (8, 8, 8)  # compressed_segmentation
     gzip: bool = False
+    sharded: bool = False  # neuroglancer_uint64_sharded_v1, one shard per slab and scale
+    labels: str | None = None  # segmentations: a label table, for segment names and colours
+    meshes: str | None = None  # segmentations: "generate", "multilod", or a mesh side table
+    colon_names: bool = True  # mesh manifests <id>:0 (False: <id>.json)
     voxel_size: tuple[float, float, float] | None = None  # slice stacks, mm
     orientation: str | None = None  # slice stacks: column, row, slice directions
     chunk_voxels: int = 64**3
@@ -63,6 +69,7 @@ class Scale:
     resolution: tuple[float, float, float]
     chunk: tuple[int, int, int]
     factor: tuple[int, int, int]  # from the scale above; (1, 1, 1) for scale 0
+    sharding: dict | None = None  # the info's "sharding" key of a sharded scale
 
     @property
     def grid(self) -> Grid:
@@ -104,6 +111,9 @@ class Plan:
     scales: list[Scale]
     stages: list[Stage] = field(default_factory=list)
     gzip_index: bool = False
+    sharded: bool = False
+    meshes: bool = False  # the info names a mesh folder
+    names: bool = False  # the info names a segment properties folder
     source_options: dict = field(default_factory=dict)  # open_source's, for slice stacks
 
     def factor_between(self, fine: int, coarse: int) -> tuple[int, int, int]:
@@ -177,6 +187,7 @@ class Plan:
                     "chunk_sizes": [list(s.chunk)],
                     "encoding": self.encoding,
                     **self.encoding_info,
+                    **({"sharding": s.sharding} if s.sharding else {}),
                 }
             )
         return {
@@ -185,12 +196,16 @@ class Plan:
             "data_type": self.data_type,
             "num_channels": self.num_channels,
             "scales": scales,
+            **({"mesh": MESH_DIR} if self.meshes else {}),
+            **({"segment_properties": NAMES_DIR} if self.names else {}),
         }
 
     @property
-    def lossy(self) -> bool:
-        """Lossy chunks are never read back to make a coarser scale (a raw copy is)."""
-        return self.encoding == "jpeg"
+    def raw_copies(self) -> bool:
+        """Does a stage read the scale above from raw copies rather than from the dataset?
+        Lossy chunks are never read back to make a coarser scale, and shards are written whole,
+        never read back in pieces."""
+        return self.encoding == "jpeg" or self.sharded
 
     @property
     def encoding_info(self) -> dict:
@@ -359,9 +374,13 @@ def stages(plan: Plan, voxels_per_job: int) -> list[Stage]:
             last + 1 < n
             and _fits(plan, src, last + 1, voxels_per_job, ch)
             and _aligned(plan, first, last + 1)
+            and (not plan.sharded or _shard_blocks(plan, first, last + 1, voxels_per_job, ch))
         ):
             last += 1
-        per_slab = _per_slab(plan, src, last, voxels_per_job, ch)
+        if plan.sharded:
+            per_slab = _cube_slab(plan, src, last, voxels_per_job, ch)
+        else:
+            per_slab = _per_slab(plan, src, last, voxels_per_job, ch)
         grid = tuple(
             -(-g // k) for g, k in zip(plan.scales[last].grid.shape, per_slab, strict=True)
         )
@@ -404,6 +423,82 @@ def _per_slab(plan: Plan, src: int, last: int, budget: int, ch: int) -> tuple[in
     if room >= gx:
         return (gx, room // gx, 1)
     return (room, 1, 1)
+
+
+def _cube_slab(plan: Plan, src: int, last: int, budget: int, ch: int) -> tuple[int, int, int]:
+    """Sharded datasets: slabs are cubes of 2^m chunks of scale ``last`` (the largest whose
+    input fits the budget; whole axes where the grid is smaller), so that a slab is exactly one
+    shard of a compressed Morton layout at every scale of its stage."""
+    scale = plan.scales[last]
+    f = plan.factor_between(src, last)
+    size = plan.scales[src].size
+    grid = scale.grid.shape
+    m = 0
+    while (1 << m) < max(grid):
+        side = 1 << (m + 1)
+        box = [min(side * c * k, s) for c, k, s in zip(scale.chunk, f, size, strict=True)]
+        if int(np.prod(box)) * ch > budget:
+            break
+        m += 1
+    return tuple(min(1 << m, g) for g in grid)
+
+
+def _shard_blocks(plan: Plan, first: int, last: int, budget: int, ch: int) -> bool:
+    """Would cube slabs of scale ``last`` be whole shards at every scale ``first..last``?"""
+    src = max(first - 1, 0)
+    per_slab = _cube_slab(plan, src, last, budget, ch)
+    return all(
+        shard_exponent(_block_at(plan, per_slab, last, j), plan.scales[j].grid.shape) is not None
+        for j in range(first, last + 1)
+    )
+
+
+def _block_at(plan: Plan, per_slab, last: int, j: int) -> tuple[int, ...]:
+    """A slab of ``per_slab`` chunks of scale ``last``, in chunks of scale ``j`` (nominal)."""
+    f = plan.factor_between(j, last)
+    cl, cj = plan.scales[last].chunk, plan.scales[j].chunk
+    return tuple(n * c * k // d for n, c, k, d in zip(per_slab, cl, f, cj, strict=True))
+
+
+def shard_exponent(block, grid) -> int | None:
+    """The k for which ``block`` chunks (per axis) are one shard of a compressed Morton layout
+    of ``grid``: the low bits of the code cycle through the axes that still have bits, so a
+    shard is 2^k chunks along every axis with more than k bits, and the whole of the others."""
+    bits = [max(int(g) - 1, 0).bit_length() for g in grid]
+    for k in range(max(bits) + 1):
+        if all(
+            (b == 1 << k) if nb > k else (b >= g)
+            for b, g, nb in zip(block, grid, bits, strict=True)
+        ):
+            return k
+    return None
+
+
+def sharding_info(block, grid) -> dict:
+    """The scale's "sharding" info: identity hash, one shard per slab block, minishards of
+    up to 2^9 chunks (a minishard index of ~12 KB), gzipped minishard indices."""
+    bits = [max(int(g) - 1, 0).bit_length() for g in grid]
+    k = shard_exponent(block, grid)
+    low = sum(min(k, nb) for nb in bits)
+    preshift = min(low, 9)
+    return {
+        "@type": "neuroglancer_uint64_sharded_v1",
+        "preshift_bits": preshift,
+        "hash": "identity",
+        "minishard_bits": low - preshift,
+        "shard_bits": sum(bits) - low,
+        "minishard_index_encoding": "gzip",
+        "data_encoding": "raw",
+    }
+
+
+def _with_sharding(plan: Plan) -> None:
+    """Each scale's sharding parameters, from the slabs that write it."""
+    for stage in plan.stages:
+        for j in range(stage.first, stage.last + 1):
+            grid = plan.scales[j].grid.shape
+            block = _block_at(plan, stage.per_slab, stage.last, j)
+            plan.scales[j] = replace(plan.scales[j], sharding=sharding_info(block, grid))
 
 
 def neuroglancer_transform(affine: np.ndarray, unit_nm: float, resolution) -> list[list[float]]:
@@ -452,7 +547,13 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
         transform=neuroglancer_transform(source.affine, source.unit_nm, resolution),
         scales=pyramid(source.shape[:3], resolution, opts),
     )
+    plan.sharded = opts.sharded
+    if opts.type != "segmentation" and (opts.labels or opts.meshes):
+        raise InputError(f"{where}: labels and meshes are for segmentations")
+    plan.meshes, plan.names = bool(opts.meshes), bool(opts.labels)
     plan.stages = stages(plan, opts.voxels_per_job)
+    if plan.sharded:
+        _with_sharding(plan)
     plan.gzip_index = (
         isinstance(source, VolumeSource) and plan.stages[0].count > 2 and is_gzip(source.path)
     )
@@ -469,8 +570,13 @@ def chunk_counts(plan: Plan) -> list[dict]:
             "size": list(s.size),
             "chunk": list(s.chunk),
             "chunks": s.grid.count,
-            "files": s.grid.count,
+            "files": _shard_count(plan, s) if s.sharding else s.grid.count,
             "bytes": voxels(tuple((0, n) for n in s.size)) * itemsize,
         }
         for s in plan.scales
     ]
+
+
+def _shard_count(plan: Plan, scale: Scale) -> int:
+    """Shards of a scale: one per slab of the stage that writes it."""
+    return next(st.count for st in plan.stages if st.first <= plan.scales.index(scale) <= st.last)

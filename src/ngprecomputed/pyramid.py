@@ -23,22 +23,23 @@ def scale_store(plan: Plan, root: Path, index: int) -> ScaleStore:
         plan.num_channels,
         plan.encoding,
         plan.encoding_options,
-        plan.gzip,
+        plan.gzip and not s.sharding,  # a sharded scale gzips nothing: its data is in shards
+        sharding=s.sharding,
     )
 
 
 def raw_store(plan: Plan, scratch: Path, index: int) -> ScaleStore:
-    """A raw copy of one scale, for a lossy dataset: what the next stage reads."""
+    """A raw copy of one scale (lossy or sharded datasets): what the next stage reads."""
     s = plan.scales[index]
     return ScaleStore(scratch, s.key, s.grid, plan.data_type, plan.num_channels)
 
 
 def source_store(plan: Plan, root: Path, scratch: Path | None, index: int) -> ScaleStore:
-    """Where a stage reads scale ``index`` from: the dataset, or its raw copy if lossy."""
-    if not plan.lossy:
+    """Where a stage reads scale ``index`` from: the dataset, or its raw copy."""
+    if not plan.raw_copies:
         return scale_store(plan, root, index)
     if scratch is None:
-        raise ValueError(f"{plan.dataset}: a lossy encoding needs a scratch folder")
+        raise ValueError(f"{plan.dataset}: raw copies need a scratch folder")
     return raw_store(plan, scratch, index)
 
 
@@ -75,8 +76,8 @@ def build_slab(
     else:
         array = source_store(plan, root, scratch, stage.first - 1).read_box(inbox)
     method = "mode" if plan.type == "segmentation" else "mean"
-    raw_copy = None  # a lossy dataset's next stage reads this stage's last scale from here
-    if plan.lossy and stage_index + 1 < len(plan.stages):
+    raw_copy = None  # the next stage reads this stage's last scale from here
+    if plan.raw_copies and stage_index + 1 < len(plan.stages):
         raw_copy = source_store(plan, root, scratch, stage.last)
     written: dict[str, list] = {}
     touched: list[tuple[ScaleStore, int]] = []
@@ -100,8 +101,8 @@ def build_slab(
             )
     except BaseException:
         for store, j in touched:
-            for _, cbox in store.grid.chunks_in(plan.box_at(box, stage.last, j)):
-                store.path(cbox).unlink(missing_ok=True)
+            for path in store.files_in(plan.box_at(box, stage.last, j)):
+                path.unlink(missing_ok=True)
         raise
     if manifest is not None:
         write_manifest(

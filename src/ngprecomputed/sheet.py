@@ -56,6 +56,28 @@ def _check_parts(parts: list[Path], stack: bool, here: str, require_files: bool)
     return stack
 
 
+def _side_file(text, base: Path, where: str, n: int, row: dict, column: str) -> str | None:
+    """A file named in a column besides path (a label or mesh table), resolved and checked."""
+    if not text:
+        return None
+    if row["type"] != "segmentation":
+        raise InputError(
+            f"{where}: row {n} (dataset {row['dataset']}), column {column}: only for segmentations"
+        )
+    path = resolve_path(text, base)
+    if not path.is_file():
+        raise InputError(
+            f"{where}: row {n} (dataset {row['dataset']}), column {column}: no such file {path}"
+        )
+    return str(path)
+
+
+def _meshes(text, base: Path, where: str, n: int, row: dict) -> str | None:
+    if text in ("generate", "multilod"):
+        return text
+    return _side_file(text, base, where, n, row, "meshes")
+
+
 def _sizes(text: str | None) -> tuple[float, float, float] | None:
     """``"0.02"`` or ``"0.02,0.02,0.04"`` millimetres (column, row, slice spacing)."""
     if not text:
@@ -213,6 +235,9 @@ def datasets_from_rows(
             voxel_size=_sizes(row.get("voxel_size")),
             orientation=row.get("orientation"),
             gzip=row.get("gzip", defaults.gzip),
+            sharded=row.get("sharded", defaults.sharded),
+            labels=_side_file(row.get("labels"), base, where, n, row, "labels"),
+            meshes=_meshes(row.get("meshes"), base, where, n, row),
         )
         datasets.append(Dataset(row["dataset"], ";".join(map(str, parts)), options))
     return datasets

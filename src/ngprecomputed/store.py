@@ -37,6 +37,7 @@ class ScaleStore:
         options: dict | None = None,
         gzipped: bool = False,
         offset: tuple[int, int, int] = (0, 0, 0),
+        sharding: dict | None = None,
     ):
         self.dir = Path(root) / key
         self.grid = grid
@@ -48,6 +49,7 @@ class ScaleStore:
         self.decode_options = {k: v for k, v in self.options.items() if k == "block_size"}
         self.gzipped = gzipped
         self.offset = offset  # voxel_offset: chunk names are in absolute voxel coordinates
+        self.sharding = sharding  # the scale's "sharding" info: boxes are written as shards
 
     def path(self, box: Box) -> Path:
         named = tuple((lo + o, hi + o) for (lo, hi), o in zip(box, self.offset, strict=True))
@@ -71,14 +73,56 @@ class ScaleStore:
         return path.name, len(data)
 
     def write_box(self, box: Box, array: np.ndarray) -> list[tuple[str, int]]:
-        """Write every chunk inside ``box`` (chunk-aligned) from ``array`` covering ``box``."""
+        """Write every chunk inside ``box`` (chunk-aligned) from ``array`` covering ``box``;
+        for a sharded scale, ``box`` is whole shards and each is written in one piece."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.sharding:
+            return self._write_shards(box, array)
+        return [self.write_chunk(cbox, array[sl]) for _, cbox, sl in self._pieces(box)]
+
+    def _pieces(self, box: Box):
+        """Grid position, box and slice into an array covering ``box`` of each chunk."""
         origin = [lo for lo, _ in box]
-        written = []
-        for _, cbox in self.grid.chunks_in(box):
+        for pos, cbox in self.grid.chunks_in(box):
             sl = tuple(slice(lo - o, hi - o) for (lo, hi), o in zip(cbox, origin, strict=True))
-            written.append(self.write_chunk(cbox, array[sl]))
+            yield pos, cbox, sl
+
+    def _write_shards(self, box: Box, array: np.ndarray) -> list[tuple[str, int]]:
+        from .sharding import (
+            ShardingSpec,
+            compressed_morton_codes,
+            shard_name,
+            shard_of,
+            write_shard,
+        )
+
+        spec = ShardingSpec.from_info(self.sharding)
+        positions, encoded = [], []
+        for pos, _, sl in self._pieces(box):
+            positions.append(pos)
+            encoded.append(
+                self.codec.encode(array[sl].astype(self.dtype, copy=False), **self.options)
+            )
+        ids = compressed_morton_codes(np.array(positions), self.grid.shape)
+        shards = shard_of(spec, ids)
+        written = []
+        for shard in np.unique(shards):
+            chunks = {int(i): d for i, d, s in zip(ids, encoded, shards, strict=True) if s == shard}
+            path = self.dir / shard_name(spec, int(shard))
+            write_shard(path, spec, chunks)
+            written.append((path.name, path.stat().st_size))
         return written
+
+    def files_in(self, box: Box) -> list[Path]:
+        """The files that hold the chunks of ``box``: chunk files, or shards."""
+        if not self.sharding:
+            return [self.path(cbox) for _, cbox in self.grid.chunks_in(box)]
+        from .sharding import ShardingSpec, compressed_morton_codes, shard_name, shard_of
+
+        spec = ShardingSpec.from_info(self.sharding)
+        positions = np.array([pos for pos, _ in self.grid.chunks_in(box)])
+        shards = np.unique(shard_of(spec, compressed_morton_codes(positions, self.grid.shape)))
+        return [self.dir / shard_name(spec, int(s)) for s in shards]
 
     def read_box(self, box: Box) -> np.ndarray:
         """Voxels of ``box`` assembled from the chunks that cover it."""

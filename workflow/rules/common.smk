@@ -69,8 +69,8 @@ def _load():
         sys.exit(f"ngprecomputed: error: {e}")
     plans = {}
     for d in datasets:
-        if is_precomputed(d.path):
-            continue  # re-encoded chunk by chunk: no plan
+        if is_precomputed(d.path) or d.options.type == "mesh":
+            continue  # re-encoded chunk by chunk, or a mesh file: no plan
         try:
             source = open_source(d.path, **source_options(d.options))
             plans[d.name] = make_plan(d.name, source, d.options)
@@ -81,6 +81,8 @@ def _load():
 
 DATASETS, PLANS = _load()
 REENCODED = [name for name, d in DATASETS.items() if is_precomputed(d.path)]
+MESH_FILES = [name for name, d in DATASETS.items() if d.options.type == "mesh"]
+VOLUMES = [name for name in DATASETS if name not in REENCODED + MESH_FILES]
 
 
 def names_regex(names):
@@ -160,20 +162,48 @@ def pyramid_inputs(w):
 
 
 def finalize_inputs(w):
-    """The last stage is built by the finalize job when it is one slab; else it waits for it."""
+    """The last stage is built by the finalize job when it is one slab; else it waits for it.
+    Meshes and names come first too: the info, written last, names them."""
     plan = plan_of(w.dataset)
     last = len(plan.stages) - 1
+    side = {**mesh_outputs(w.dataset)}
+    if DATASETS[w.dataset].options.labels:
+        side["labels"] = DATASETS[w.dataset].options.labels
     if plan.stages[last].count == 1:
         return {
             **source_inputs(w.dataset, last, 0),
             "upstream": upstream(w.dataset, last, 0),
+            **side,
         }
     return {
         "source": source_path(w.dataset),
         "upstream": [
             manifest(w.dataset, last, i) for i in range(plan.stages[last].count)
         ],
+        **side,
     }
+
+
+def mesh_outputs(dataset):
+    """What the dataset's meshes are made by (a mesh table, or generated from its labels)."""
+    meshes = DATASETS[dataset].options.meshes
+    if not meshes:
+        return {}
+    if meshes in ("generate", "multilod"):
+        return {"meshes": str(WORK / dataset / "meshes.json")}
+    return {"meshes": str(WORK / dataset / "surfaces.json")}
+
+
+def mesh_table_files(w):
+    """The mesh table and the files it names (if it parses now; else its job says why)."""
+    from ngprecomputed.meshes.surfaces import read_mesh_table
+
+    table = Path(DATASETS[w.dataset].options.meshes)
+    try:
+        files = [str(p) for items in read_mesh_table(table).values() for p, _ in items]
+    except InputError:
+        files = []
+    return [str(table), *files]
 
 
 def gzip_index_arg(wildcards, input):
@@ -181,7 +211,10 @@ def gzip_index_arg(wildcards, input):
 
 
 def all_targets(wildcards):
-    return [str(RESULTS / name / "info") for name in DATASETS]
+    return [
+        str(RESULTS / name / (f"{name}.vtk" if name in MESH_FILES else "info"))
+        for name in DATASETS
+    ]
 
 
 def report_failures():

@@ -87,7 +87,7 @@ rule finalize:
     benchmark:
         LOGS / "{dataset}" / "finalize.tsv"
     wildcard_constraints:
-        dataset=names_regex([n for n in DATASETS if n not in REENCODED]),
+        dataset=names_regex(VOLUMES),
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
