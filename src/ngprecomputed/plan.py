@@ -203,9 +203,8 @@ class Plan:
     @property
     def raw_copies(self) -> bool:
         """Does a stage read the scale above from raw copies rather than from the dataset?
-        Lossy chunks are never read back to make a coarser scale, and shards are written whole,
-        never read back in pieces."""
-        return self.encoding == "jpeg" or self.sharded
+        Lossy chunks are never read back to make a coarser scale."""
+        return self.encoding == "jpeg"
 
     @property
     def encoding_info(self) -> dict:
@@ -474,9 +473,10 @@ def shard_exponent(block, grid) -> int | None:
     return None
 
 
-def sharding_info(block, grid) -> dict:
+def sharding_info(block, grid, gzipped: bool = False) -> dict:
     """The scale's "sharding" info: identity hash, one shard per slab block, minishards of
-    up to 2^9 chunks (a minishard index of ~12 KB), gzipped minishard indices."""
+    up to 2^9 chunks (a minishard index of ~12 KB), gzipped minishard indices; chunk data
+    gzipped inside the shard when the dataset asks for gzip."""
     bits = [max(int(g) - 1, 0).bit_length() for g in grid]
     k = shard_exponent(block, grid)
     low = sum(min(k, nb) for nb in bits)
@@ -488,7 +488,7 @@ def sharding_info(block, grid) -> dict:
         "minishard_bits": low - preshift,
         "shard_bits": sum(bits) - low,
         "minishard_index_encoding": "gzip",
-        "data_encoding": "raw",
+        "data_encoding": "gzip" if gzipped else "raw",
     }
 
 
@@ -498,7 +498,8 @@ def _with_sharding(plan: Plan) -> None:
         for j in range(stage.first, stage.last + 1):
             grid = plan.scales[j].grid.shape
             block = _block_at(plan, stage.per_slab, stage.last, j)
-            plan.scales[j] = replace(plan.scales[j], sharding=sharding_info(block, grid))
+            info = sharding_info(block, grid, plan.gzip)
+            plan.scales[j] = replace(plan.scales[j], sharding=info)
 
 
 def neuroglancer_transform(affine: np.ndarray, unit_nm: float, resolution) -> list[list[float]]:

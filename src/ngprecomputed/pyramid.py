@@ -29,7 +29,7 @@ def scale_store(plan: Plan, root: Path, index: int) -> ScaleStore:
 
 
 def raw_store(plan: Plan, scratch: Path, index: int) -> ScaleStore:
-    """A raw copy of one scale (lossy or sharded datasets): what the next stage reads."""
+    """A raw copy of one scale (lossy datasets): what the next stage reads."""
     s = plan.scales[index]
     return ScaleStore(scratch, s.key, s.grid, plan.data_type, plan.num_channels)
 

@@ -1,8 +1,9 @@
 """Re-encode an existing precomputed dataset (ours or anyone's) into another encoding.
 
-Same scales, same chunks, chunk by chunk; work is spread over processes by chunk rows, and the
-new ``info`` is written last. A lossy source stays as lossy as it was: re-encoding cannot
-restore what jpeg removed.
+Same scales, same chunks, chunk by chunk; work is spread over processes by chunk rows (or, for
+a sharded target, by sets of whole shards: any hash, since a task gathers its shards' chunks
+wherever they are), and the new ``info`` is written last. A lossy source stays as lossy as it
+was: re-encoding cannot restore what jpeg removed.
 """
 
 import json
@@ -11,9 +12,12 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from .chunks import Grid
 from .errors import InputError
 from .plan import Options, fit_encoding
+from .sharding import auto_sharding, compressed_morton_codes, shard_of
 from .store import ScaleStore, write_atomic
 
 log = logging.getLogger(__name__)
@@ -26,9 +30,17 @@ def read_info(src: Path) -> dict:
         raise InputError(f"{src}: not a precomputed dataset (no readable info: {e})") from None
 
 
-def target_info(info: dict, encoding: str, options: dict, where: str = "") -> dict:
+def target_info(
+    info: dict,
+    encoding: str,
+    options: dict,
+    where: str = "",
+    shard: str | None = None,
+    gzipped: bool = False,
+) -> dict:
     """``info`` with every scale in ``encoding`` (the same rules as a conversion: labels
-    promoted for compressed_segmentation, jpeg and png only for what they can hold)."""
+    promoted for compressed_segmentation, jpeg and png only for what they can hold), sharded
+    with hash ``shard`` when given (gzip then applies to the data inside the shards)."""
     new = json.loads(json.dumps(info))
     new["data_type"] = fit_encoding(
         encoding, info["data_type"], info["num_channels"], Options(type=info["type"]), where
@@ -39,6 +51,11 @@ def target_info(info: dict, encoding: str, options: dict, where: str = "") -> di
         scale.pop("sharding", None)
         if encoding == "compressed_segmentation":
             scale["compressed_segmentation_block_size"] = list(options["block_size"])
+        if shard:
+            grid = Grid(tuple(scale["size"]), tuple(scale["chunk_sizes"][0]))
+            scale["sharding"] = auto_sharding(
+                grid.shape, int(np.prod(grid.chunk)), shard, gzipped=gzipped
+            )
     return new
 
 
@@ -54,25 +71,44 @@ def _store(root: Path, info: dict, index: int, options: dict, gzipped: bool = Fa
         info["num_channels"],
         s["encoding"],
         opts,
-        gzipped,
+        gzipped and "sharding" not in s,
         tuple(s.get("voxel_offset", (0, 0, 0))),
+        sharding=s.get("sharding"),
     )
 
 
-def _rows(args) -> int:
-    """Re-encode chunk rows ``z0..z1`` (in chunks) of one scale; returns the chunks written."""
-    src, dst, info, new, index, z0, z1, options, gzipped = args
+def _task(args) -> int:
+    """Re-encode chunk rows ``z0..z1`` (in chunks) of one scale, or the whole shards
+    ``shards`` of a sharded target; returns the chunks written."""
+    src, dst, info, new, index, (z0, z1), shards, options, gzipped = args
     reader = _store(src, info, index, {})
     writer = _store(dst, new, index, options, gzipped)
     g = reader.grid
     box = ((0, g.size[0]), (0, g.size[1]), (z0 * g.chunk[2], min(z1 * g.chunk[2], g.size[2])))
-    count = 0
     writer.dir.mkdir(parents=True, exist_ok=True)
-    for _, cbox in g.chunks_in(box):
-        chunk = reader.read_box(cbox)  # widened to the new data type as it is written
-        writer.write_chunk(cbox, chunk)
-        count += 1
+    if shards is None:
+        for _, cbox in g.chunks_in(box):
+            writer.write_chunk(cbox, reader.read_box(cbox))  # widened to the new data type
+        return sum(1 for _ in g.chunks_in(box))
+    positions, ids, owner = _shard_map(writer)
+    count = 0
+    for shard in shards:
+        chunks = {}
+        for pos in positions[owner == shard]:
+            cbox = g.chunk_box(tuple(int(v) for v in pos))
+            chunks[cbox] = reader.read_box(cbox)
+        writer.write_shard(chunks)
+        count += len(chunks)
     return count
+
+
+def _shard_map(store: ScaleStore):
+    """Every chunk's grid position, id and shard, for a sharded scale."""
+    gx, gy, gz = store.grid.shape
+    z, y, x = np.mgrid[0:gz, 0:gy, 0:gx]
+    positions = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
+    ids = compressed_morton_codes(positions, store.grid.shape)
+    return positions, ids, shard_of(store.spec, ids)
 
 
 def reencode(
@@ -83,27 +119,36 @@ def reencode(
     gzipped: bool = False,
     processes: int = 1,
     voxels_per_task: int = 2**25,
+    shard: str | None = None,
 ) -> None:
-    """Write ``src`` re-encoded to ``dst``; ``info`` (and ``transform.json``) last."""
+    """Write ``src`` re-encoded to ``dst`` (sharded with hash ``shard`` when given);
+    ``info`` (and ``transform.json``) last."""
     src, dst = Path(src), Path(dst)
     info = read_info(src)
-    new = target_info(info, encoding, options, str(src))
+    new = target_info(info, encoding, options, str(src), shard, gzipped)
     tasks = []
     for index, s in enumerate(info["scales"]):
-        if "sharding" in s:
-            raise InputError(f"{src}: scale {s['key']} is sharded; not supported yet")
         grid = Grid(tuple(s["size"]), tuple(s["chunk_sizes"][0]))
+        if shard:
+            owners = np.unique(_shard_map(_store(dst, new, index, options))[2])
+            sharding = new["scales"][index]["sharding"]
+            voxels = np.prod(grid.chunk) << (sharding["preshift_bits"] + sharding["minishard_bits"])
+            per = max(voxels_per_task // int(voxels), 1)
+            for k in range(0, len(owners), per):
+                part = owners[k : k + per].tolist()
+                tasks.append((src, dst, info, new, index, (0, 0), part, options, gzipped))
+            continue
         row = s["size"][0] * s["size"][1] * grid.chunk[2] * info["num_channels"]
         per = max(voxels_per_task // max(row, 1), 1)
         for z0 in range(0, grid.shape[2], per):
             z1 = min(z0 + per, grid.shape[2])
-            tasks.append((src, dst, info, new, index, z0, z1, options, gzipped))
+            tasks.append((src, dst, info, new, index, (z0, z1), None, options, gzipped))
     dst.mkdir(parents=True, exist_ok=True)
     if processes > 1:
         with ProcessPoolExecutor(processes) as pool:
-            done = sum(pool.map(_rows, tasks))
+            done = sum(pool.map(_task, tasks))
     else:
-        done = sum(map(_rows, tasks))
+        done = sum(map(_task, tasks))
     log.info("%s: %d chunks re-encoded as %s", dst, done, encoding)
     if (src / "transform.json").exists():
         shutil.copyfile(src / "transform.json", dst / "transform.json")

@@ -14,6 +14,14 @@ import numpy as np
 
 from .chunks import Box, Grid, chunk_name
 from .encodings import codec
+from .sharding import (
+    ShardingSpec,
+    ShardReader,
+    compressed_morton_codes,
+    shard_bytes,
+    shard_name,
+    shard_of,
+)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -50,6 +58,8 @@ class ScaleStore:
         self.gzipped = gzipped
         self.offset = offset  # voxel_offset: chunk names are in absolute voxel coordinates
         self.sharding = sharding  # the scale's "sharding" info: boxes are written as shards
+        self.spec = ShardingSpec.from_info(sharding) if sharding else None
+        self._readers: dict[Path, ShardReader] = {}
 
     def path(self, box: Box) -> Path:
         named = tuple((lo + o, hi + o) for (lo, hi), o in zip(box, self.offset, strict=True))
@@ -57,11 +67,25 @@ class ScaleStore:
 
     def read_chunk(self, box: Box) -> bytes:
         """A chunk's encoded bytes; a foreign dataset may store any chunk gzipped (``.gz``)."""
+        if self.spec:
+            return self._read_sharded(box)
         path = self.path(box)
         if not path.exists() and not self.gzipped and path.with_name(path.name + ".gz").exists():
             return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
         data = path.read_bytes()
         return gzip.decompress(data) if self.gzipped else data
+
+    def _read_sharded(self, box: Box) -> bytes:
+        """A chunk from its shard (the shards' indices are kept, never their data)."""
+        pos = [lo // c for (lo, _), c in zip(box, self.grid.chunk, strict=True)]
+        cid = int(compressed_morton_codes(np.array([pos]), self.grid.shape)[0])
+        path = self.dir / shard_name(self.spec, int(self._shards(np.array([cid]))[0]))
+        if path not in self._readers:
+            self._readers[path] = ShardReader(path, self.spec)
+        data = self._readers[path].chunk(cid)
+        if data is None:
+            raise FileNotFoundError(f"{path}: no chunk {chunk_name(box)}")
+        return data
 
     def write_chunk(self, box: Box, array: np.ndarray) -> tuple[str, int]:
         data = self.codec.encode(array.astype(self.dtype, copy=False), **self.options)
@@ -88,41 +112,48 @@ class ScaleStore:
             yield pos, cbox, sl
 
     def _write_shards(self, box: Box, array: np.ndarray) -> list[tuple[str, int]]:
-        from .sharding import (
-            ShardingSpec,
-            compressed_morton_codes,
-            shard_name,
-            shard_of,
-            write_shard,
-        )
-
-        spec = ShardingSpec.from_info(self.sharding)
-        positions, encoded = [], []
-        for pos, _, sl in self._pieces(box):
-            positions.append(pos)
-            encoded.append(
-                self.codec.encode(array[sl].astype(self.dtype, copy=False), **self.options)
+        pieces = list(self._pieces(box))
+        ids = compressed_morton_codes(np.array([pos for pos, _, _ in pieces]), self.grid.shape)
+        shards = self._shards(ids)
+        return [
+            self.write_shard(
+                {
+                    cbox: array[sl]
+                    for (_, cbox, sl), s in zip(pieces, shards, strict=True)
+                    if s == shard
+                }
             )
+            for shard in np.unique(shards)
+        ]
+
+    def write_shard(self, chunks: dict) -> tuple[str, int]:
+        """Write one whole shard from the arrays of all its chunks (by chunk box)."""
+        positions = [
+            [lo // c for (lo, _), c in zip(b, self.grid.chunk, strict=True)] for b in chunks
+        ]
         ids = compressed_morton_codes(np.array(positions), self.grid.shape)
-        shards = shard_of(spec, ids)
-        written = []
-        for shard in np.unique(shards):
-            chunks = {int(i): d for i, d, s in zip(ids, encoded, shards, strict=True) if s == shard}
-            path = self.dir / shard_name(spec, int(shard))
-            write_shard(path, spec, chunks)
-            written.append((path.name, path.stat().st_size))
-        return written
+        shards = np.unique(self._shards(ids))
+        if len(shards) != 1:
+            raise ValueError(f"{self.dir}: chunks of {len(shards)} shards given as one")
+        encoded = {
+            int(i): self.codec.encode(a.astype(self.dtype, copy=False), **self.options)
+            for i, a in zip(ids, chunks.values(), strict=True)
+        }
+        path = self.dir / shard_name(self.spec, int(shards[0]))
+        data = shard_bytes(self.spec, encoded)
+        write_atomic(path, data)
+        return path.name, len(data)
 
     def files_in(self, box: Box) -> list[Path]:
         """The files that hold the chunks of ``box``: chunk files, or shards."""
         if not self.sharding:
             return [self.path(cbox) for _, cbox in self.grid.chunks_in(box)]
-        from .sharding import ShardingSpec, compressed_morton_codes, shard_name, shard_of
-
-        spec = ShardingSpec.from_info(self.sharding)
         positions = np.array([pos for pos, _ in self.grid.chunks_in(box)])
-        shards = np.unique(shard_of(spec, compressed_morton_codes(positions, self.grid.shape)))
-        return [self.dir / shard_name(spec, int(s)) for s in shards]
+        ids = compressed_morton_codes(positions, self.grid.shape)
+        return [self.dir / shard_name(self.spec, int(s)) for s in np.unique(self._shards(ids))]
+
+    def _shards(self, ids: np.ndarray) -> np.ndarray:
+        return shard_of(self.spec, ids)
 
     def read_box(self, box: Box) -> np.ndarray:
         """Voxels of ``box`` assembled from the chunks that cover it."""

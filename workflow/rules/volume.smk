@@ -133,8 +133,12 @@ rule reencode:
         quality=lambda w: DATASETS[w.dataset].options.jpeg_quality,
         block=lambda w: DATASETS[w.dataset].options.block_size[0],
         gzip=lambda w: "--gzip" if DATASETS[w.dataset].options.gzip else "",
+        shard=lambda w: (
+            "--shard identity" if DATASETS[w.dataset].options.sharded else ""
+        ),
     shell:
         "ngprecomputed --log {log:q} reencode {params.source:q} {params.root:q}"
         " $([ -n '{params.encoding}' ] && echo --encoding {params.encoding})"
         " --jpeg-quality {params.quality} --block-size {params.block} {params.gzip}"
+        " {params.shard}"
         " --processes {threads}"

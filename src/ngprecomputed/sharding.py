@@ -1,0 +1,204 @@
+"""``neuroglancer_uint64_sharded_v1``: chunk ids, hashing, and whole shard files.
+
+A shard file is written in one piece from the encoded chunks it holds (one job owns each shard,
+so no locks and no appends): the shard index (one ``[start, end)`` pair per minishard, in
+minishard order, empty minishards included as empty ranges), then per minishard its chunks in
+id order followed by its minishard index. Offsets are relative to the end of the shard index.
+"""
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HASHES = ("identity", "murmurhash3_x86_128")
+ENCODINGS = ("raw", "gzip")
+
+
+@dataclass(frozen=True)
+class ShardingSpec:
+    preshift_bits: int
+    minishard_bits: int
+    shard_bits: int
+    hash: str = "identity"
+    minishard_index_encoding: str = "raw"
+    data_encoding: str = "raw"
+
+    @classmethod
+    def from_info(cls, info: dict) -> "ShardingSpec":
+        spec = cls(
+            preshift_bits=int(info["preshift_bits"]),
+            minishard_bits=int(info["minishard_bits"]),
+            shard_bits=int(info["shard_bits"]),
+            hash=info["hash"],
+            minishard_index_encoding=info.get("minishard_index_encoding", "raw"),
+            data_encoding=info.get("data_encoding", "raw"),
+        )
+        if spec.hash not in HASHES:
+            raise ValueError(f"sharding hash {spec.hash!r} is not one of {HASHES}")
+        if {spec.minishard_index_encoding, spec.data_encoding} - set(ENCODINGS):
+            raise ValueError(f"sharding encodings must be one of {ENCODINGS}")
+        return spec
+
+    def to_info(self) -> dict:
+        return {
+            "@type": "neuroglancer_uint64_sharded_v1",
+            "preshift_bits": self.preshift_bits,
+            "hash": self.hash,
+            "minishard_bits": self.minishard_bits,
+            "shard_bits": self.shard_bits,
+            "minishard_index_encoding": self.minishard_index_encoding,
+            "data_encoding": self.data_encoding,
+        }
+
+
+def auto_sharding(
+    grid, chunk_voxels: int, hash: str = "identity", shard_voxels: int = 2**27, gzipped=False
+) -> dict:
+    """Sharding parameters for a scale: shards of about ``shard_voxels`` voxels, minishards of
+    up to 64 consecutive chunk ids (a few-KB minishard index), gzipped minishard indices."""
+    total = sum(max(int(g) - 1, 0).bit_length() for g in grid)
+    per_shard = max(shard_voxels // max(chunk_voxels, 1), 1).bit_length() - 1
+    low = min(per_shard, total)
+    preshift = min(low, 6)
+    return ShardingSpec(
+        preshift_bits=preshift,
+        minishard_bits=low - preshift,
+        shard_bits=total - low,
+        hash=hash,
+        minishard_index_encoding="gzip",
+        data_encoding="gzip" if gzipped else "raw",
+    ).to_info()
+
+
+def compressed_morton_codes(positions: np.ndarray, grid) -> np.ndarray:
+    """Chunk ids of grid positions ``(n, 3)``: bit i of each axis in turn, for the axes whose
+    grid still has a bit i."""
+    positions = np.asarray(positions, dtype=np.uint64).reshape(-1, 3)
+    bits = [max(int(g) - 1, 0).bit_length() for g in grid]
+    codes = np.zeros(len(positions), dtype=np.uint64)
+    j = 0
+    for i in range(max(bits, default=0)):
+        for axis in range(3):
+            if i < bits[axis]:
+                bit = (positions[:, axis] >> np.uint64(i)) & np.uint64(1)
+                codes |= bit << np.uint64(j)
+                j += 1
+    return codes
+
+
+def hashed(spec: ShardingSpec, ids: np.ndarray) -> np.ndarray:
+    """The hash of each id after the preshift (low 64 bits of murmurhash3_x86_128, seed 0, of
+    the id's 8 little-endian bytes)."""
+    shifted = np.asarray(ids, dtype=np.uint64) >> np.uint64(spec.preshift_bits)
+    if spec.hash == "identity":
+        return shifted
+    import mmh3
+
+    return np.array(
+        [mmh3.hash64(int(v).to_bytes(8, "little"), 0, False)[0] for v in shifted], dtype=np.int64
+    ).view(np.uint64)
+
+
+def _bits(spec: ShardingSpec, ids: np.ndarray, shift: int, count: int) -> np.ndarray:
+    mask = np.uint64((1 << count) - 1)
+    return (hashed(spec, ids) >> np.uint64(shift)) & mask
+
+
+def shard_of(spec: ShardingSpec, ids: np.ndarray) -> np.ndarray:
+    return _bits(spec, ids, spec.minishard_bits, spec.shard_bits)
+
+
+def minishard_of(spec: ShardingSpec, ids: np.ndarray) -> np.ndarray:
+    return _bits(spec, ids, 0, spec.minishard_bits)
+
+
+def shard_name(spec: ShardingSpec, shard: int) -> str:
+    width = -(-spec.shard_bits // 4)
+    return f"{shard:0{width}x}.shard" if width else "0.shard"
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)  # mtime 0: byte-identical reruns
+
+
+def shard_bytes(spec: ShardingSpec, chunks: dict[int, bytes]) -> bytes:
+    """A whole shard file holding ``chunks`` (encoded chunk bytes by chunk id)."""
+    ids = np.array(sorted(chunks), dtype=np.uint64)
+    minishards = minishard_of(spec, ids)
+    index = np.zeros((1 << spec.minishard_bits, 2), dtype="<u8")
+    body: list[bytes] = []
+    offset = 0
+    for m in range(1 << spec.minishard_bits):
+        members = ids[minishards == m]
+        starts, sizes = [], []
+        for cid in members:
+            data = chunks[int(cid)]
+            if spec.data_encoding == "gzip":
+                data = _gzip(data)
+            starts.append(offset)
+            sizes.append(len(data))
+            body.append(data)
+            offset += len(data)
+        if not len(members):
+            index[m] = offset, offset
+            continue
+        starts_a = np.array(starts, dtype=np.uint64)
+        sizes_a = np.array(sizes, dtype=np.uint64)
+        table = np.empty((3, len(members)), dtype="<u8")
+        table[0] = np.diff(members, prepend=np.uint64(0))
+        table[1] = starts_a - np.concatenate(([0], starts_a[:-1] + sizes_a[:-1])).astype(np.uint64)
+        table[2] = sizes_a
+        encoded = table.tobytes()
+        if spec.minishard_index_encoding == "gzip":
+            encoded = _gzip(encoded)
+        index[m] = offset, offset + len(encoded)
+        body.append(encoded)
+        offset += len(encoded)
+    return index.tobytes() + b"".join(body)
+
+
+class ShardReader:
+    """Chunks of one shard file, read through its indices: only the indices stay in memory,
+    each chunk is one seek and read (as a reader over HTTP would do with Range)."""
+
+    def __init__(self, path: Path, spec: ShardingSpec):
+        self.path = Path(path)
+        self.spec = spec
+        self.base = 16 << spec.minishard_bits
+        raw = self._read(0, self.base)
+        self.index = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
+        self._minishards: dict[int, dict[int, tuple[int, int]]] = {}
+
+    def _read(self, start: int, end: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        if len(data) != end - start:
+            raise ValueError(f"{self.path}: truncated shard")
+        return data
+
+    def _minishard(self, m: int) -> dict[int, tuple[int, int]]:
+        if m not in self._minishards:
+            start, end = (int(v) + self.base for v in self.index[m])
+            raw = self._read(start, end)
+            if self.spec.minishard_index_encoding == "gzip" and raw:
+                raw = gzip.decompress(raw)
+            table = np.frombuffer(raw, dtype="<u8").reshape(3, -1)
+            ids = np.cumsum(table[0], dtype=np.uint64)
+            ends = np.cumsum(table[1] + table[2], dtype=np.uint64)
+            starts = ends - table[2]
+            self._minishards[m] = {
+                int(i): (int(s) + self.base, int(e) + self.base)
+                for i, s, e in zip(ids, starts, ends, strict=True)
+            }
+        return self._minishards[m]
+
+    def chunk(self, cid: int) -> bytes | None:
+        m = int(minishard_of(self.spec, np.array([cid], dtype=np.uint64))[0])
+        where = self._minishard(m).get(int(cid))
+        if where is None:
+            return None
+        data = self._read(*where)
+        return gzip.decompress(data) if self.spec.data_encoding == "gzip" else data
