@@ -32,7 +32,6 @@ APACHE_LOAD = ["mpm_event", "authz_core", "alias", "mime", "rewrite", "headers"]
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 EXPOSED = ("Content-Range", "Content-Length", "Content-Encoding", "Accept-Ranges")
-NESTED_GAP = "serve.py does not map flat chunk names to the nested layout"
 
 # --- the results folder -----------------------------------------------------------------------
 
@@ -393,17 +392,11 @@ def check_file(server: Server, path: str, expected: bytes, *, gz: bool, json_typ
     assert body == expected, path
 
 
-def xfail_nested_on_serve_py(request, server: Server, dataset: str) -> None:
-    if server.name == "serve.py" and dataset == "nested":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NESTED_GAP))
-
-
 # --- what a viewer fetches ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dataset", ["raw", "gz", "nested"])
-def test_every_chunk_of_every_scale(request, server, dataset):
-    xfail_nested_on_serve_py(request, server, dataset)
+def test_every_chunk_of_every_scale(server, dataset):
     info = INFOS[dataset]
     check_file(
         server, f"{dataset}/info", json.dumps(info).encode(), gz=dataset == "gz", json_type=True
@@ -419,11 +412,10 @@ def test_every_chunk_of_every_scale(request, server, dataset):
 
 
 @pytest.mark.parametrize("dataset", ["raw", "gz", "nested", "sharded"])
-def test_tensorstore_reads_every_scale_over_http(request, server, dataset):
+def test_tensorstore_reads_every_scale_over_http(server, dataset):
     """An independent reader through the server; the sharded scale is read by Range requests."""
     import tensorstore as ts
 
-    xfail_nested_on_serve_py(request, server, dataset)
     for k, expected in enumerate(VOLUMES[dataset]):
         store = ts.open(
             {
@@ -607,3 +599,19 @@ def test_bad_input_is_one_line(tmp_path, call, message):
     with pytest.raises(InputError, match=message) as err:
         call(tmp_path)
     assert "\n" not in str(err.value)
+
+
+WEBCONFIG_FILES = ("nginx.conf", "apache.conf", ".htaccess")
+
+
+def test_webconfig_command(tmp_path, capsys):
+    from ngprecomputed.cli import main
+
+    results = tmp_path / "results"
+    results.mkdir()
+    assert main(["webconfig", str(results), "--out", str(tmp_path / "conf"), "--port", "9001"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert sorted(printed) == sorted(str(tmp_path / "conf" / n) for n in WEBCONFIG_FILES)
+    assert "listen 9001;" in (tmp_path / "conf" / "nginx.conf").read_text()
+    assert main(["webconfig", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 1
+    assert "not a directory" in capsys.readouterr().err

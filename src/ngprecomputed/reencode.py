@@ -60,21 +60,7 @@ def target_info(
 
 
 def _store(root: Path, info: dict, index: int, options: dict, gzipped: bool = False):
-    s = info["scales"][index]
-    block = s.get("compressed_segmentation_block_size")
-    opts = {"block_size": tuple(block)} if block else options
-    return ScaleStore(
-        root,
-        s["key"],
-        Grid(tuple(s["size"]), tuple(s["chunk_sizes"][0])),
-        info["data_type"],
-        info["num_channels"],
-        s["encoding"],
-        opts,
-        gzipped and "sharding" not in s,
-        tuple(s.get("voxel_offset", (0, 0, 0))),
-        sharding=s.get("sharding"),
-    )
+    return ScaleStore.from_info(root, info, index, options, gzipped)
 
 
 def _task(args) -> int:

@@ -13,8 +13,14 @@ Standard library only: a :class:`http.server.ThreadingHTTPServer` (daemon thread
   A malformed ``Range`` header is ignored (200 with the whole file), as RFC 9110 allows.
 * ``name`` missing but ``name.gz`` present: the stored gzip bytes are sent with
   ``Content-Encoding: gzip`` and the Content-Type of ``name`` (a Range applies to the gzip bytes).
+* A flat chunk name ``<key>/<x0-x1>_<y0-y1>_<z0-z1>`` missing (plain and ``.gz``): the nested
+  file ``<key>/<x0-x1>/<y0-y1>/<z0-z1>`` (neuroglancer-scripts' layout), or its ``.gz``; as the
+  configurations of :mod:`ngprecomputed.webconfig` do.
 * ``<id>:0`` missing but ``<id>.json`` present (mesh manifests on filesystems that forbid ``:``):
   ``<id>.json`` is served.
+* Optionally a Neuroglancer web client folder under ``/v/<token>/`` (``ngprecomputed view``):
+  the client only starts at such a path. Its files get their usual types (``.wasm`` as
+  ``application/wasm``, which WebAssembly streaming compilation requires).
 * Content-Type ``application/json`` for ``info``, ``*.json`` and ``*:0``; everything else
   (chunks, shards, mesh fragments) is ``application/octet-stream``.
 * Nothing outside the root: paths with ``..`` or ``.`` segments (also percent-encoded), empty
@@ -26,8 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mimetypes
 import os
 import re
+import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +47,17 @@ ALLOW_METHODS = "GET, HEAD, OPTIONS"
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, Accept-Ranges"
 BLOCK = 1 << 16
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+# a flat chunk name x0-x1_y0-y1_z0-z1 (offsets may be negative), as webconfig.FLAT_CHUNK
+_FLAT_CHUNK = re.compile(r"^(-?\d+--?\d+)_(-?\d+--?\d+)_(-?\d+--?\d+)$")
+CLIENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".wasm": "application/wasm",
+    ".map": "application/json",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+}
 
 
 def content_type(name: str) -> str:
@@ -46,6 +65,21 @@ def content_type(name: str) -> str:
     if name == "info" or name.endswith(".json") or name.endswith(":0"):
         return "application/json"
     return "application/octet-stream"
+
+
+def client_type(name: str) -> str:
+    """The Content-Type of a web client file."""
+    suffix = os.path.splitext(name)[1].lower()
+    return CLIENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _inside(root: Path, path: Path) -> Path | None:
+    """``path`` resolved (symlinks followed) if it is a file inside ``root``, else None."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return None
+    return resolved if resolved.is_relative_to(root) and resolved.is_file() else None
 
 
 def safe_segments(raw_path: str) -> list[str] | None:
@@ -120,28 +154,43 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
 
     def _find(self) -> tuple[Path, str, bool] | None:
         """``(file on disk, requested name, stored gzipped)`` for the request, or None."""
+        path = self.path
+        if self.server.client is not None and urlsplit(path).path == self.server.client_path:
+            path = self.server.client_path + "index.html"  # the client's own folder
         try:
-            segments = safe_segments(self.path)
+            segments = safe_segments(path)
         except UnicodeDecodeError:
             return None
         if segments is None:
             return None
+        client = self._client_file(segments)
+        if client is not None:
+            return client
         root: Path = self.server.root
         *parents, name = segments
         folder = root.joinpath(*parents)
         candidates = [(name, False), (name + ".gz", True)]
+        nested = _FLAT_CHUNK.match(name)
+        if nested and parents:
+            layered = "/".join(nested.groups())
+            candidates += [(layered, False), (layered + ".gz", True)]
         if name.endswith(":0") and len(name) > 2:
             stem = name[:-2]
             candidates += [(stem + ".json", False), (stem + ".json.gz", True)]
         for filename, gz in candidates:
-            path = folder / filename
-            try:
-                resolved = path.resolve()
-            except (OSError, RuntimeError):
-                continue
-            if resolved.is_relative_to(root) and resolved.is_file():
-                return resolved, name, gz
+            found = _inside(root, folder / filename)
+            if found is not None:
+                return found, name, gz
         return None
+
+    def _client_file(self, segments: list[str]) -> tuple[Path, str, bool] | None:
+        """A file of the web client for ``/v/<token>/...`` (``index.html`` for the folder)."""
+        client: Path | None = self.server.client
+        if client is None or segments[:2] != ["v", self.server.client_token]:
+            return None
+        rest = segments[2:] or ["index.html"]
+        found = _inside(client, client.joinpath(*rest))
+        return (found, rest[-1], False) if found is not None else None
 
     # --- methods ------------------------------------------------------------------------------
 
@@ -161,10 +210,16 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         found = self._find()
+        if found is None and self.server.client is not None and self.path == "/favicon.ico":
+            self._reply_empty(204)  # browsers ask; the client has none: no console error
+            return
         if found is None:
             self._reply_empty(404)
             return
         path, name, gz = found
+        client = self.server.client
+        if client is not None and not path.is_relative_to(client):
+            client = None
         try:
             f = open(path, "rb")  # noqa: SIM115 (closed below)
         except OSError:
@@ -172,7 +227,8 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
             return
         with f:
             size = os.fstat(f.fileno()).st_size
-            headers = {"Content-Type": content_type(name), "Accept-Ranges": "bytes"}
+            kind = content_type(name) if client is None else client_type(name)
+            headers = {"Content-Type": kind, "Accept-Ranges": "bytes"}
             if gz:
                 headers["Content-Encoding"] = "gzip"
             wanted = parse_range(self.headers.get("Range"), size)
@@ -212,20 +268,40 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
 class PrecomputedServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, address: tuple[str, int]):
+    def __init__(
+        self,
+        root: Path,
+        address: tuple[str, int],
+        client: Path | None = None,
+        client_token: str = "ngprecomputed",
+    ):
         self.root = Path(root).resolve()
+        self.client = Path(client).resolve() if client is not None else None
+        self.client_token = client_token
+        self.client_path = f"/v/{client_token}/"
         super().__init__(address, PrecomputedHandler)
 
     def handle_error(self, request, client_address) -> None:
         log.debug("error while serving %s", client_address, exc_info=True)
 
 
-def make_server(root: Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A server for ``root`` bound to ``host:port`` (port 0: any free port); not yet serving."""
+def make_server(
+    root: Path, host: str = "127.0.0.1", port: int = 0, client: Path | None = None
+) -> ThreadingHTTPServer:
+    """A server for ``root`` bound to ``host:port`` (port 0: any free port); not yet serving.
+    ``client``: a Neuroglancer web client folder, served under ``/v/ngprecomputed/``."""
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(root)
-    return PrecomputedServer(root, (host, port))
+    return PrecomputedServer(root, (host, port), client)
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` as a browser elsewhere reaches it (a wildcard address: this host)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    host_part = f"[{host}]" if ":" in host else host
+    return f"http://{host_part}:{port}"
 
 
 def dataset_urls(root: Path, host: str, port: int) -> list[tuple[str, str]]:
@@ -238,12 +314,32 @@ def dataset_urls(root: Path, host: str, port: int) -> list[tuple[str, str]]:
     ]
 
 
-def serve(root: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Print one line per dataset with its Neuroglancer URL, then serve until interrupted."""
-    server = make_server(root, host, port)
+def serve(
+    root: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    client: Path | None = None,
+    client_url: str | None = None,
+    only: list[str] | None = None,
+) -> None:
+    """Print each dataset's URL and its viewer links, then serve until interrupted.
+
+    ``client``: serve this web client folder and link to it; else link to ``client_url``
+    (default: the public Neuroglancer demo)."""
+    from .viewer import CLIENT_TOKEN, DEFAULT_CLIENT, links
+
+    server = make_server(root, host, port, client)
     bound_host, bound_port = server.server_address[:2]
+    url = base_url(str(bound_host), bound_port)
+    viewer = f"{url}/v/{CLIENT_TOKEN}/" if client is not None else client_url or DEFAULT_CLIENT
     with server:
-        for name, url in dataset_urls(root, str(bound_host), bound_port):
-            print(f"{name}: {url}", flush=True)
+        view_links = links(root, url, viewer, only)  # before serving: bad input stops here
+        for name, data_url in dataset_urls(root, str(bound_host), bound_port):
+            if not only or name in only:
+                print(f"{name}: {data_url}", flush=True)
+        print(f"Neuroglancer ({viewer}):", flush=True)
+        for name, link in view_links:
+            print(f"  {name}: {link}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()

