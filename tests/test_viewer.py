@@ -98,6 +98,20 @@ def results(tmp_path_factory, data):
     return out
 
 
+@pytest.fixture(scope="module")
+def sharded_results(tmp_path_factory, data):
+    """The T1 and AAL again, sharded (the viewer reads them with Range requests)."""
+    tmp = tmp_path_factory.mktemp("viewer_sharded")
+    rows = [
+        {"dataset": "t1", "path": data["mni_t1"], "type": "image", "sharded": "true"},
+        {"dataset": "aal", "path": data["aal"], "type": "segmentation", "sharded": "true"},
+    ]
+    sheet = write_sheet(tmp / "sheet.csv", rows)
+    out = tmp / "results"
+    snakemake(tmp, "--config", f"samples={sheet}", f"results={out}")
+    return out
+
+
 def read_links(proc: subprocess.Popen, last: str) -> dict[str, str]:
     """The indented ``name: URL`` lines a serving command prints, up to ``last``."""
     links = {}
@@ -114,8 +128,7 @@ def read_links(proc: subprocess.Popen, last: str) -> dict[str, str]:
     pytest.fail("no links printed")
 
 
-@pytest.fixture(scope="module")
-def view(results):
+def viewing(results):
     """``ngprecomputed view RESULTS --offline`` on any free port: its printed links."""
     cmd = [sys.executable, "-m", "ngprecomputed.cli", "view", str(results), "--port", "0"]
     proc = subprocess.Popen(
@@ -126,6 +139,24 @@ def view(results):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def view(results):
+    yield from viewing(results)
+
+
+@pytest.fixture(scope="module")
+def sharded_view(sharded_results):
+    yield from viewing(sharded_results)
+
+
+@pytest.fixture(params=["flat", "sharded"])
+def served(request):
+    """(results, links) of the flat datasets, or of the sharded ones."""
+    if request.param == "flat":
+        return request.getfixturevalue("results"), request.getfixturevalue("view")
+    return request.getfixturevalue("sharded_results"), request.getfixturevalue("sharded_view")
 
 
 @pytest.fixture(scope="module")
@@ -207,10 +238,12 @@ def show(browser, client: str, state: dict, wanted) -> Shown:
 
 
 def check_network(shown: Shown) -> None:
-    """Every wanted URL answered 200/206; nothing failed but the client's /events poll."""
+    """Every wanted URL answered 200/206 (a shard: 206, read in ranges); nothing failed but the
+    client's /events poll."""
     for w in shown.wanted:
         got = [s for u, s in shown.responses.items() if u.endswith(w)]
         assert got and all(s in (200, 206) for s in got), (w, got)
+        assert not w.endswith(".shard") or set(got) == {206}, (w, got)
     failed = {u: s for u, s in shown.responses.items() if s >= 400 and "/events/" not in u}
     assert not failed, failed
     assert not shown.errors, shown.errors
@@ -249,9 +282,14 @@ def on_screen(panel: Panel, state: dict, affine, voxels: np.ndarray):
     return voxels[inside], np.floor(row[inside]).astype(int), np.floor(col[inside]).astype(int)
 
 
-def chunk_names(info: dict, voxels: np.ndarray) -> list[str]:
-    """The scale-0 chunk files that hold these voxels."""
+def chunk_names(info: dict, voxels: np.ndarray, dataset: Path) -> list[str]:
+    """The scale-0 chunk files that hold these voxels; of a sharded scale written by one job,
+    its only shard file (read with Range requests)."""
     s0 = info["scales"][0]
+    if "sharding" in s0:
+        shards = sorted(p.name for p in (dataset / s0["key"]).glob("*.shard"))
+        assert len(shards) == 1, shards
+        return [f"{s0['key']}/{shards[0]}"]
     chunk, size = np.array(s0["chunk_sizes"][0]), np.array(s0["size"])
     names = set()
     for pos in {tuple(v) for v in (voxels // chunk).tolist()}:
@@ -290,7 +328,8 @@ def test_the_printed_states(results, view, data):
     assert aal["segments"] == [str(k) for k in MESHED]
 
 
-def test_image_cross_section_is_the_source_voxels(results, view, browser, data):
+def test_image_cross_section_is_the_source_voxels(served, browser, data):
+    results, view = served
     client, state = decode(view["t1"])
     state.update(CROSS_SECTION)
     layer(state, "t1")["shaderControls"] = {"normalized": {"range": [0, 255]}}  # identity
@@ -299,7 +338,7 @@ def test_image_cross_section_is_the_source_voxels(results, view, browser, data):
     info = json.loads((results / "t1" / "info").read_text())
 
     def wanted(panel):
-        needed = chunk_names(info, on_screen(panel, state, affine, voxels)[0])
+        needed = chunk_names(info, on_screen(panel, state, affine, voxels)[0], results / "t1")
         return ["t1/info"] + [f"t1/{name}" for name in needed]
 
     shown = show(browser, client, state, wanted)
@@ -311,20 +350,26 @@ def test_image_cross_section_is_the_source_voxels(results, view, browser, data):
     assert (got == expected[:, None]).all(), f"{(got[:, 0] != expected).sum()} pixels differ"
 
 
-def test_segmentation_draws_the_label_colours(results, view, browser, data):
+def test_segmentation_draws_the_label_colours(served, browser, data):
+    results, view = served
     client, state = decode(view["aal"])
     state.update(CROSS_SECTION, position=[*state["position"][:2], 22.0])
     state["crossSectionBackgroundColor"] = "#000000"  # label 0: nothing drawn on black
     aal = layer(state, "aal")
     # the colours themselves, not blended: every segment shown (none listed), opaque
     aal.update(selectedAlpha=1.0, segments=[])
+    if "segmentColors" not in aal:  # no label table: the colours are set here
+        aal["segmentColors"] = {
+            str(v): "#" + bytes(colour_of(v)).hex() for v in np.unique(nifti(data["aal"])[0]) if v
+        }
     labels, affine = nifti(data["aal"])
     voxels = plane_voxels(affine, labels.shape, 22.0)
     info = json.loads((results / "aal" / "info").read_text())
 
     def wanted(panel):
-        needed = chunk_names(info, on_screen(panel, state, affine, voxels)[0])
-        return ["aal/info", "aal/names/info"] + [f"aal/{name}" for name in needed]
+        needed = chunk_names(info, on_screen(panel, state, affine, voxels)[0], results / "aal")
+        names = ["aal/names/info"] if "segment_properties" in info else []
+        return ["aal/info", *names] + [f"aal/{name}" for name in needed]
 
     shown = show(browser, client, state, wanted)
     check_network(shown)
@@ -354,8 +399,8 @@ def test_overlay_aligns_image_and_atlas(results, view, browser, data):
 
     def wanted(panel):
         seen = on_screen(panel, state, aal_affine, voxels)[0]
-        return [f"aal/{n}" for n in chunk_names(info["aal"], seen)] + [
-            f"t1/{n}" for n in chunk_names(info["t1"], t1_voxels(seen))
+        return [f"aal/{n}" for n in chunk_names(info["aal"], seen, results / "aal")] + [
+            f"t1/{n}" for n in chunk_names(info["t1"], t1_voxels(seen), results / "t1")
         ]
 
     shown = show(browser, client, state, wanted)
