@@ -6,6 +6,10 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+
+report: "workflow/report/workflow.rst"
+
+
 # This folder, also when the workflow is imported as a module from another one.
 WORKFLOW_ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=True))
 
@@ -13,6 +17,7 @@ WORKFLOW_ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=True))
 include: "workflow/rules/common.smk"
 include: "workflow/rules/volume.smk"
 include: "workflow/rules/meshes.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -12,6 +12,9 @@ header's data type kept), saved as gzip-compressed .nii.gz into OUT/inputs once 
                 (ours: a sheet row whose path is that dataset, i.e. the ``reencode`` rule)
   t1_x4_slices  t1_x4 as a stack of axial PNG sections (theirs: slices-to-precomputed)
 ``--quick`` uses x1 and x2 instead of x2 and x4 (a smoke test; its ratios mean little).
+``--meshes`` runs only the meshing case instead: aal3_x2 through the workflow with
+``meshes: generate`` (pyramid and meshes, end to end) vs zmesh called directly on the whole volume
+with the same parameters; triangle counts too; the table goes to benchmarks/meshes.md.
 
 How. Ours: a one-row sample sheet, then ``snakemake -s Snakefile --cores 2 --config
 samples=SHEET results=OUTDIR`` in a fresh empty folder. Theirs: their console scripts, in a
@@ -39,6 +42,7 @@ import contextlib
 import csv
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import resource
@@ -375,6 +379,7 @@ class Case:
     other: Run | None = None
     check: str = "-"
     sizes: tuple[float, float] | None = None
+    files: int | None = None  # files of our dataset
     errors: list[str] = field(default_factory=list)
 
 
@@ -437,6 +442,14 @@ def cases(out: Path, quick: bool) -> list[Case]:
             wall_target=0.5,
         ),
         Case(
+            f"t1_x{big}_sharded",
+            "image, sharded",
+            n_big,
+            {"path": t1_big, "type": "image", "sharded": True},
+            lambda o: their_image(t1_big, o),
+            t1_big,
+        ),
+        Case(
             f"t1_x{big}_slices",
             "image, PNG stack",
             n_big,
@@ -469,6 +482,7 @@ def run_case(case: Case, out: Path) -> None:
         case.errors.append(f"theirs: {exc}")
     if case.mine:
         dataset = ours_dir / "results" / case.name
+        case.files = sum(1 for p in dataset.rglob("*") if p.is_file())
         if case.source is not None:
             case.check = spot_check(dataset, case.source)
         if case.other:
@@ -619,11 +633,31 @@ def report(all_cases: list[Case], quick: bool) -> str:
         "Targets (ours / theirs):",
         *targets(all_cases),
         "",
+        *sharding(all_cases),
         "Per job (ours: Snakemake benchmark records; peak: max of max_rss and the job's VmHWM)"
         " and per step (theirs):",
         *(line for c in all_cases for line in job_lines(c)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def sharding(all_cases: list[Case]) -> list[str]:
+    """Ours sharded vs ours unsharded, same pyramid: wall time, files, bytes."""
+    by_name = {c.name: c for c in all_cases}
+    lines = []
+    for c in all_cases:
+        flat = by_name.get(c.name.removesuffix("_sharded"))
+        if not c.name.endswith("_sharded") or not (flat and flat.mine and c.mine):
+            continue
+        lines += [
+            f"Sharded vs unsharded ({flat.name}, ours):"
+            f" wall {ratio(c.mine.wall, flat.mine.wall, 1.1)};"
+            f" {c.files} files vs {flat.files};"
+            f" {fmt(c.sizes[0] if c.sizes else None)} MB vs"
+            f" {fmt(flat.sizes[0] if flat.sizes else None)} MB",
+            "",
+        ]
+    return lines
 
 
 def noise(all_cases: list[Case]) -> list[str]:
@@ -667,6 +701,107 @@ def preflight() -> None:
         )
 
 
+# ---------------------------------------------------------------- meshes (--meshes)
+
+MESHES_MD = ROOT / "benchmarks" / "meshes.md"
+# zmesh called directly on the whole volume, with our parameters: the same background padding
+# (closed at the border), voxel units, reduction factor and error bound, one label after another.
+ZMESH_DIRECT = """
+import json, sys
+from pathlib import Path
+import nibabel as nib, numpy as np, zmesh
+volume, out, reduction, error = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+img = nib.load(volume)
+labels = np.pad(np.asarray(img.dataobj), 1)
+res = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+mesher = zmesh.Mesher(tuple(res / res.min()))
+mesher.mesh(np.asfortranarray(labels))
+counts = {}
+for label in mesher.ids():
+    if label:
+        mesh = mesher.get(label, reduction_factor=reduction, max_error=error, voxel_centered=True)
+        counts[int(label)] = len(mesh.faces)
+out.mkdir(parents=True, exist_ok=True)
+(out / "triangles.json").write_text(json.dumps(counts))
+"""
+
+
+def mesh_case(out: Path, quick: bool) -> Case:
+    """AAL3 x2 (x1 with --quick) meshed end to end by the workflow (``meshes: generate``, with
+    its pyramid; regions of the default ``mesh_region_voxels``) vs zmesh on the whole volume."""
+    from ngprecomputed.meshes.generate import MAX_ERROR, REDUCTION_FACTOR
+
+    factor = 1 if quick else 2
+    (out / "inputs").mkdir(parents=True, exist_ok=True)
+    labels = upsampled(package_file(*AAL3), factor, out / "inputs" / f"aal3_x{factor}.nii.gz")
+    direct = [sys.executable, "-c", ZMESH_DIRECT, str(labels)]
+    return Case(
+        f"aal3_x{factor}_meshes",
+        "segmentation, meshes",
+        voxels(labels),
+        {"path": labels, "type": "segmentation", "meshes": "generate"},
+        lambda o: [[*direct, str(o), str(REDUCTION_FACTOR), str(MAX_ERROR)]],
+        labels,
+    )
+
+
+def legacy_triangles(mesh_dir: Path) -> dict[int, int]:
+    """Triangles per segment of a legacy mesh folder, from its manifests and fragment sizes."""
+    counts = {}
+    for manifest in mesh_dir.glob("*:0"):
+        total = 0
+        for name in json.loads(manifest.read_text())["fragments"]:
+            data = (mesh_dir / name).read_bytes()
+            n = int.from_bytes(data[:4], "little")
+            total += (len(data) - 4 - 12 * n) // 12
+        counts[int(manifest.name[:-2])] = total
+    return counts
+
+
+def mesh_report(c: Case, out: Path, quick: bool) -> str:
+    ours_mesh = out / "ours" / c.name / "results" / c.name / "mesh"
+    theirs_file = out / "theirs" / c.name / "out" / "triangles.json"
+    mine = legacy_triangles(ours_mesh) if ours_mesh.is_dir() else {}
+    theirs = {}
+    if theirs_file.exists():
+        theirs = {int(k): v for k, v in json.loads(theirs_file.read_text()).items()}
+    record = out / "ours" / c.name / "results" / ".work" / c.name / "meshes.json"
+    regions = json.loads(record.read_text())["regions"] if record.exists() else "-"
+    mesh_jobs = [j for j in (c.mine.jobs if c.mine else []) if j.name.startswith("mesh")]
+    mesh_s = sum(j.seconds or 0 for j in mesh_jobs)
+    mesh_peak = max((j.peak or 0 for j in mesh_jobs), default=0)
+    mem = psutil.virtual_memory().total / 2**30
+    lines = [
+        f"Machine: {psutil.cpu_count()} cores, {mem:.0f} GiB; ours `snakemake --cores 2`;"
+        f" theirs: zmesh {importlib.metadata.version('zmesh')} on the whole volume;"
+        f" run: {'quick' if quick else 'full'}.",
+        "",
+        "| " + " | ".join(TABLE_HEAD) + " |",
+        "|" + "---|" * len(TABLE_HEAD),
+        table_row(c),
+        "",
+        f"- triangles: ours {sum(mine.values()):,} for {len(mine)} labels ({regions} regions);"
+        f" zmesh on the whole volume {sum(theirs.values()):,} for {len(theirs)} labels"
+        f" ({ratio(sum(mine.values()), sum(theirs.values()))})",
+        f"- ours' mesh jobs alone: {len(mesh_jobs)} jobs, {mesh_s:.2f} s of job time,"
+        f" largest peak {mesh_peak:.0f} MiB",
+        *noise([c]),
+        *job_lines(c),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_meshes(out: Path, quick: bool) -> int:
+    case = mesh_case(out, quick)
+    print(f"{case.name} ...", file=sys.stderr, flush=True)
+    run_case(case, out)
+    table = mesh_report(case, out, quick)
+    print(table)
+    if not quick:
+        MESHES_MD.write_text(table)
+    return 1 if case.errors or case.check == "FAIL" else 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small inputs (x1, x2): a smoke test")
@@ -676,8 +811,11 @@ def main() -> int:
         default=ROOT / "benchmarks" / "out",
         help="inputs, outputs and logs (default: benchmarks/out)",
     )
+    p.add_argument("--meshes", action="store_true", help="only: meshing an atlas vs zmesh")
     a = p.parse_args()
     out = a.out.resolve()
+    if a.meshes:
+        return run_meshes(out, a.quick)
     preflight()
     all_cases = cases(out, a.quick)
     for case in all_cases:

@@ -71,9 +71,12 @@ def cmd_finalize(a) -> None:
     if labels:
         from .labels import read_label_table, write_segment_properties
         from .plan import NAMES_DIR
+        from .viewer import write_segment_colors
 
         with naming(plan.dataset):
-            write_segment_properties(a.root / NAMES_DIR, read_label_table(labels))
+            table = read_label_table(labels)
+            write_segment_properties(a.root / NAMES_DIR, table)
+            write_segment_colors(a.root / NAMES_DIR, table.colors)  # the viewer's segmentColors
     write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
     write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())
     log.info("%s: wrote %s", plan.dataset, a.root / "info")
@@ -89,6 +92,48 @@ def cmd_surfaces(a) -> None:
         written = write_surfaces(plan, Path(Options.from_json(a.options).meshes), a.root, a.colon)
     write_manifest(a.manifest, {"dataset": plan.dataset, "segments": written})
     log.info("%s: meshes of %d segments", plan.dataset, len(written))
+
+
+def cmd_mesh_region(a) -> None:
+    """One region of a segmentation meshed (``meshes``: generate, multilod); its record last."""
+    from .meshes.generate import FORMATS, mesh_region, plan_regions
+
+    plan = planned(a)
+    meshes = Options.from_json(a.options).meshes
+    with naming(plan.dataset):
+        if meshes not in FORMATS:
+            raise InputError(f"meshes is {meshes!r}: only generate and multilod are generated")
+        regions = plan_regions(plan.scales[0].size, a.region_voxels)
+        done = mesh_region(
+            plan, regions, a.region, a.root, a.manifest, meshes == "multilod", a.gzip_index
+        )
+    log.info("%s: region %d: %d fragments", plan.dataset, a.region, len(done["fragments"]))
+
+
+def cmd_meshes(a) -> None:
+    """Manifests and ``mesh/info`` of generated meshes, from the regions' records; then the
+    job's own record."""
+    from .meshes.generate import FORMATS, plan_regions, write_meshes
+    from .store import write_manifest
+
+    plan = planned(a)
+    meshes = Options.from_json(a.options).meshes
+    with naming(plan.dataset):
+        if meshes not in FORMATS:
+            raise InputError(f"meshes is {meshes!r}: only generate and multilod are generated")
+        regions = plan_regions(plan.scales[0].size, a.region_voxels)
+        counts = write_meshes(plan, regions, a.regions, a.root, a.colon, meshes == "multilod")
+    segments = {str(k): v for k, v in sorted(counts.items())}
+    write_manifest(
+        a.manifest,
+        {
+            "dataset": plan.dataset,
+            "format": FORMATS[meshes],
+            "regions": regions.count,
+            "segments": segments,
+        },
+    )
+    log.info("%s: %s meshes of %d segments", plan.dataset, FORMATS[meshes], len(counts))
 
 
 def cmd_vtk(a) -> None:
@@ -144,13 +189,47 @@ def cmd_reencode(a) -> None:
 
     encoding = a.encoding or default_encoding(read_info(a.source)["type"])
     options = codec_options(encoding, a.jpeg_quality, (a.block_size,) * 3)
-    reencode(a.source, a.dest, encoding, options, a.gzip, a.processes)
+    reencode(a.source, a.dest, encoding, options, a.gzip, a.processes, shard=a.shard)
 
 
 def cmd_serve(a) -> None:
     from .serve import serve
 
-    serve(a.root, a.host, a.port)
+    serve(a.root, a.host, a.port, client_url=a.client)
+
+
+def cmd_view(a) -> None:
+    """Serve the results and, unless a client URL is given, the web client of the
+    ``neuroglancer`` wheel (no internet needed; the same origin as the data)."""
+    from .serve import serve
+    from .viewer import bundled_client, datasets
+
+    client = None if a.client else bundled_client()
+    if a.offline and client is None:
+        raise InputError(
+            "view --offline: the neuroglancer package (its web client) is not installed "
+            "(pip install neuroglancer)" + (", and --client was given" if a.client else "")
+        )
+    if client is None and not a.client:
+        log.warning("neuroglancer is not installed: links use the public demo client")
+    if not datasets(a.root):
+        raise InputError(f"results folder {a.root}: no dataset (no <dataset>/info)")
+    serve(a.root, a.host, a.port, client=client, client_url=a.client, only=a.dataset)
+
+
+def cmd_webconfig(a) -> None:
+    from .webconfig import write_configs
+
+    for path in write_configs(a.root, a.out, port=a.port):
+        print(path)
+
+
+def cmd_qc(a) -> None:
+    """A dataset's QC page (thumbnails, histogram or label counts, bytes per scale)."""
+    from .qc import SLAB_VOXELS
+    from .report import write_qc
+
+    write_qc(a.dataset, a.out, a.slab_voxels or SLAB_VOXELS)
 
 
 def cmd_run(a) -> None:
@@ -162,7 +241,9 @@ def cmd_run(a) -> None:
     root = workflow_root()
     extra = [x for x in a.snakemake_args if x != "--"]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile")]
-    if not any(x in extra for x in ("--cores", "-c", "-j", "--jobs", "--profile")):
+    # A profile (profiles/slurm) sets its own cores.
+    sized = ("--cores", "-c", "-j", "--jobs", "--profile", "--workflow-profile")
+    if not any(x in extra for x in sized):
         cmd += ["--cores", "all"]
     if "--workflow-profile" not in extra:
         cmd += ["--workflow-profile", str(root / "profiles" / "local")]
@@ -230,6 +311,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-colon", dest="colon", action="store_false", help="<id>.json manifests")
     s.set_defaults(func=cmd_surfaces)
 
+    s = sub.add_parser("mesh-region", help="mesh one region of a segmentation's labels")
+    dataset_args(s)
+    s.add_argument("--region", type=int, required=True)
+    s.add_argument("--region-voxels", type=int, required=True, help="voxels a region reads")
+    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
+    s.add_argument("--manifest", type=Path, required=True, help="the region's record")
+    s.add_argument("--gzip-index", type=Path)
+    s.set_defaults(func=cmd_mesh_region)
+
+    s = sub.add_parser("meshes", help="manifests and mesh/info of meshes made by mesh-region")
+    dataset_args(s)
+    s.add_argument("--region-voxels", type=int, required=True, help="voxels a region reads")
+    s.add_argument("--regions", type=Path, required=True, help="folder of the regions' records")
+    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
+    s.add_argument("--manifest", type=Path, required=True)
+    s.add_argument("--no-colon", dest="colon", action="store_false", help="<id>.json manifests")
+    s.set_defaults(func=cmd_meshes)
+
     s = sub.add_parser("vtk", help="one mesh file as Neuroglancer's VTK mesh (nm)")
     s.add_argument("source", type=Path)
     s.add_argument("out", type=Path)
@@ -247,6 +346,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--jpeg-quality", type=int, default=Options.jpeg_quality)
     s.add_argument("--block-size", type=int, default=8, help="compressed_segmentation block")
     s.add_argument("--gzip", action="store_true", help="gzip every chunk (.gz)")
+    s.add_argument(
+        "--shard",
+        choices=["identity", "murmurhash3_x86_128"],
+        help="write sharded scales with this hash (shards of about 2^27 voxels)",
+    )
     s.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     s.set_defaults(func=cmd_reencode)
 
@@ -254,7 +358,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("root", type=Path, nargs="?", default=Path("results"))
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--client", help="Neuroglancer client of the printed links (default: demo)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("view", help="serve results and the Neuroglancer client; print links")
+    s.add_argument("root", type=Path, nargs="?", default=Path("results"))
+    s.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--client", help="link to this client URL instead of serving the wheel's")
+    s.add_argument(
+        "--offline", action="store_true", help="fail unless the wheel's client can be served"
+    )
+    s.set_defaults(func=cmd_view)
+
+    s = sub.add_parser("webconfig", help="nginx and Apache configs serving a results folder")
+    s.add_argument("root", type=Path, help="the results folder")
+    s.add_argument("--out", type=Path, required=True, help="folder for the config files")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(func=cmd_webconfig)
+
+    s = sub.add_parser("qc", help="a dataset's QC page (HTML), as the workflow's report shows")
+    s.add_argument("dataset", type=Path, help="a precomputed dataset folder (with its info)")
+    s.add_argument("--out", type=Path, required=True, help="the HTML page to write")
+    s.add_argument("--slab-voxels", type=int, help="voxels read at once (bounds memory)")
+    s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser(
         "run",

@@ -74,6 +74,11 @@ def _side_file(text, base: Path, where: str, n: int, row: dict, column: str) -> 
 
 def _meshes(text, base: Path, where: str, n: int, row: dict) -> str | None:
     if text in ("generate", "multilod"):
+        if row["type"] != "segmentation":
+            raise InputError(
+                f"{where}: row {n} (dataset {row['dataset']}), column meshes: "
+                "only for segmentations"
+            )
         return text
     return _side_file(text, base, where, n, row, "meshes")
 

@@ -322,6 +322,13 @@ def state_url(state: dict, client: str = DEFAULT_CLIENT) -> str:
     return f"{client}#!{quote(text, safe='')}"
 
 
+def dataset_url(
+    results: Path, name: str, base_url: str = "http://127.0.0.1:8000", client=DEFAULT_CLIENT
+) -> str:
+    """One dataset's viewer link, as ``ngprecomputed serve RESULTS`` serves it (port 8000)."""
+    return state_url(compose([dataset_layer(Path(results), name, base_url)]), client)
+
+
 def links(
     results: Path, base_url: str, client: str = DEFAULT_CLIENT, only: list[str] | None = None
 ) -> list[tuple[str, str]]:

@@ -206,6 +206,38 @@ def mesh_table_files(w):
     return [str(table), *files]
 
 
+def mesh_regions(dataset):
+    """How the dataset's labels are cut into regions for meshing (from its plan)."""
+    from ngprecomputed.meshes.generate import plan_regions
+
+    return plan_regions(plan_of(dataset).scales[0].size, config["mesh_region_voxels"])
+
+
+def mesh_region_inputs(w):
+    """The source, and its gzip index where the pyramid makes one (a region deep in a large
+    .gz file is then read without decompressing everything before it)."""
+    inputs = {"source": source_path(w.dataset)}
+    if plan_of(w.dataset).gzip_index:
+        inputs["gzip_index"] = str(WORK / w.dataset / "source.gzidx")
+    return inputs
+
+
+def mesh_region_records(w):
+    count = mesh_regions(w.dataset).count
+    return [str(WORK / w.dataset / "meshes" / f"region{i}.json") for i in range(count)]
+
+
+def mesh_region_resources(w, attempt):
+    from ngprecomputed.meshes.generate import region_mem_mb, region_runtime_min
+
+    regions = mesh_regions(w.dataset)
+    multi = DATASETS[w.dataset].options.meshes == "multilod"
+    return (
+        region_mem_mb(plan_of(w.dataset), regions, attempt),
+        region_runtime_min(regions, multi, attempt),
+    )
+
+
 def gzip_index_arg(wildcards, input):
     return f"--gzip-index {input.gzip_index}" if "gzip_index" in input.keys() else ""
 
@@ -214,7 +246,22 @@ def all_targets(wildcards):
     return [
         str(RESULTS / name / (f"{name}.vtk" if name in MESH_FILES else "info"))
         for name in DATASETS
+    ] + [
+        str(WORK / name / "qc" / f"{name}.html")
+        for name in (VOLUMES + REENCODED if config["qc"] else [])
     ]
+
+
+def scale0_voxels(dataset):
+    """Voxels (times channels) of scale 0 of a volume dataset (the QC job reads them all)."""
+    if dataset in REENCODED:
+        from ngprecomputed.reencode import read_info
+
+        info = read_info(DATASETS[dataset].path)
+        size, channels = info["scales"][0]["size"], info["num_channels"]
+    else:
+        size, channels = plan_of(dataset).scales[0].size, plan_of(dataset).num_channels
+    return size[0] * size[1] * size[2] * channels
 
 
 def report_failures():

@@ -1,4 +1,5 @@
-# Meshes: mesh files tied to segments by a mesh table; single mesh files as VTK.
+# Meshes: mesh files tied to segments by a mesh table; meshes generated from the labels, region
+# by region; single mesh files as VTK.
 
 
 rule surfaces:
@@ -24,6 +25,68 @@ rule surfaces:
     shell:
         "ngprecomputed --log {log:q} surfaces {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --root {params.root:q} --manifest {output:q}"
+        " {params.colon}"
+
+
+rule mesh_region:
+    # One region of a segmentation's labels meshed (meshes: generate or multilod), in parallel
+    # with the pyramid; fragments go straight to the dataset (legacy) or beside the record.
+    input:
+        unpack(mesh_region_inputs),
+    output:
+        WORK / "{dataset}" / "meshes" / "region{region}.json",
+    log:
+        LOGS / "{dataset}" / "mesh_region{region}.log",
+    benchmark:
+        LOGS / "{dataset}" / "mesh_region{region}.tsv"
+    wildcard_constraints:
+        region="[0-9]+",
+    conda:
+        "../envs/ngprecomputed.yaml"
+    resources:
+        mem_mb=lambda w, attempt: mesh_region_resources(w, attempt)[0],
+        runtime=lambda w, attempt: mesh_region_resources(w, attempt)[1],
+    params:
+        source=source_spec,
+        options=options_json,
+        root=lambda w: RESULTS / w.dataset,
+        voxels=config["mesh_region_voxels"],
+        gzip_index=gzip_index_arg,
+    shell:
+        "ngprecomputed --log {log:q} mesh-region {params.source:q} --dataset {wildcards.dataset}"
+        " --options {params.options:q} --region {wildcards.region}"
+        " --region-voxels {params.voxels} --root {params.root:q} --manifest {output:q}"
+        " {params.gzip_index}"
+
+
+rule meshes:
+    # Every segment's manifest and mesh/info from the regions' records; finalize waits for it.
+    input:
+        mesh_region_records,
+    output:
+        WORK / "{dataset}" / "meshes.json",
+    log:
+        LOGS / "{dataset}" / "meshes.log",
+    benchmark:
+        LOGS / "{dataset}" / "meshes.tsv"
+    conda:
+        "../envs/ngprecomputed.yaml"
+    resources:
+        # the regions' records in memory, fragments copied one at a time
+        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * 2 * attempt,
+        runtime=lambda w, attempt: (10 + mesh_regions(w.dataset).count // 100)
+        * 2 ** (attempt - 1),
+    params:
+        source=source_spec,
+        options=options_json,
+        root=lambda w: RESULTS / w.dataset,
+        voxels=config["mesh_region_voxels"],
+        regions=lambda w: WORK / w.dataset / "meshes",
+        colon="" if config["colon_names"] else "--no-colon",
+    shell:
+        "ngprecomputed --log {log:q} meshes {params.source:q} --dataset {wildcards.dataset}"
+        " --options {params.options:q} --region-voxels {params.voxels}"
+        " --regions {params.regions:q} --root {params.root:q} --manifest {output:q}"
         " {params.colon}"
 
 
