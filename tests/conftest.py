@@ -35,6 +35,33 @@ MGZ = ("nibabel", "tests/data/test.mgz")
 STANDARD = ("nibabel", "tests/data/standard.nii.gz")
 
 
+# Debian's chromium, headless, WebGL through SwiftShader (../shared/recipes/viewer-check.md)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+
+
+def morton(pos, grid) -> int:
+    """Compressed Morton code, bit by bit: bit i of every axis that still has a bit i, x first
+    (independent of the vectorised one under test)."""
+    bits = [max(g - 1, 0).bit_length() for g in grid]
+    code, out = 0, 0
+    for i in range(max(bits)):
+        for a in range(3):
+            if i < bits[a]:
+                code |= ((pos[a] >> i) & 1) << out
+                out += 1
+    return code
+
+
 def write_sheet(path: Path, rows: list[dict]) -> Path:
     columns = []
     for row in rows:

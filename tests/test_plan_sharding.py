@@ -9,20 +9,9 @@ import itertools
 import numpy as np
 import pytest
 
+from conftest import morton
 from ngprecomputed.plan import Options, make_plan
 from ngprecomputed.sources.header import HeaderOnly
-
-
-def morton(pos, grid) -> int:
-    """Compressed Morton code: bit i of every axis that still has a bit i, x first."""
-    bits = [max(g - 1, 0).bit_length() for g in grid]
-    code, out = 0, 0
-    for i in range(max(bits)):
-        for a in range(3):
-            if i < bits[a]:
-                code |= ((pos[a] >> i) & 1) << out
-                out += 1
-    return code
 
 
 def shard_of_chunk(pos, grid, sharding) -> int:

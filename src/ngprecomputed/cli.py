@@ -94,16 +94,24 @@ def cmd_surfaces(a) -> None:
     log.info("%s: meshes of %d segments", plan.dataset, len(written))
 
 
-def cmd_mesh_region(a) -> None:
-    """One region of a segmentation meshed (``meshes``: generate, multilod); its record last."""
-    from .meshes.generate import FORMATS, mesh_region, plan_regions
+def generated_meshes(a):
+    """The plan, the ``meshes`` setting and the regions of a dataset whose meshes are
+    generated (``generate`` or ``multilod``)."""
+    from .meshes.generate import FORMATS, plan_regions
 
     plan = planned(a)
     meshes = Options.from_json(a.options).meshes
-    with naming(plan.dataset):
-        if meshes not in FORMATS:
-            raise InputError(f"meshes is {meshes!r}: only generate and multilod are generated")
-        regions = plan_regions(plan.scales[0].size, a.region_voxels)
+    if meshes not in FORMATS:
+        raise InputError(f"meshes is {meshes!r}: only generate and multilod are generated")
+    return plan, meshes, plan_regions(plan.scales[0].size, a.region_voxels)
+
+
+def cmd_mesh_region(a) -> None:
+    """One region of a segmentation meshed (``meshes``: generate, multilod); its record last."""
+    from .meshes.generate import mesh_region
+
+    with naming(a.dataset):
+        plan, meshes, regions = generated_meshes(a)
         done = mesh_region(
             plan, regions, a.region, a.root, a.manifest, meshes == "multilod", a.gzip_index
         )
@@ -113,15 +121,11 @@ def cmd_mesh_region(a) -> None:
 def cmd_meshes(a) -> None:
     """Manifests and ``mesh/info`` of generated meshes, from the regions' records; then the
     job's own record."""
-    from .meshes.generate import FORMATS, plan_regions, write_meshes
+    from .meshes.generate import FORMATS, write_meshes
     from .store import write_manifest
 
-    plan = planned(a)
-    meshes = Options.from_json(a.options).meshes
-    with naming(plan.dataset):
-        if meshes not in FORMATS:
-            raise InputError(f"meshes is {meshes!r}: only generate and multilod are generated")
-        regions = plan_regions(plan.scales[0].size, a.region_voxels)
+    with naming(a.dataset):
+        plan, meshes, regions = generated_meshes(a)
         counts = write_meshes(plan, regions, a.regions, a.root, a.colon, meshes == "multilod")
     segments = {str(k): v for k, v in sorted(counts.items())}
     write_manifest(
