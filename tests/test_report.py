@@ -253,6 +253,8 @@ def test_memory_stays_bounded(built, monkeypatch):
         return real(store, box)
 
     monkeypatch.setattr(qc.ScaleStore, "read_box", spy)
+    # the viewer link's display range reads one small scale (viewer.RANGE_VOXELS), not QC's
+    monkeypatch.setattr(report, "viewer_url", lambda root: None)
     data, _ = qc_data(built["results"] / "t1", slab_voxels=budget)
     assert max(reads) <= budget
     assert sum(data["histogram"]["counts"][0]) == 197 * 233 * 189

@@ -453,3 +453,13 @@ def test_serve_prints_viewer_links(results):
         decode(links["all"])[1]["layers"][2]["source"]
         == url[: -len("t1")].replace("precomputed://", "vtk://") + "pial/pial.vtk"
     )
+
+
+def test_webconfig_target(results):
+    """``snakemake webconfig`` after a run: the configurations for the results folder."""
+    work = results.parent
+    snakemake(work, "webconfig", "--config", f"samples={work / 'sheet.csv'}", f"results={results}")
+    out = results / ".work" / "webconfig"
+    assert str(results.resolve()) in (out / "nginx.conf").read_text()
+    assert "Header" in (out / ".htaccess").read_text()
+    assert (out / "apache.conf").stat().st_size > 0
