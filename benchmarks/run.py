@@ -290,7 +290,8 @@ def ours(name: str, row: dict, work: Path, log: Path) -> Run:
         writer.writerow({"dataset": name, **{k: str(v) for k, v in row.items()}})
     results = work / "results"
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
-    config = ["--config", f"samples={sheet}", f"results={results}"]
+    # the conversion only, like theirs (no QC pages)
+    config = ["--config", f"samples={sheet}", f"results={results}", "qc=false"]
     run = measure([[*snakemake, "--cores", "2", *config]], work, log)
     run.steps[0].label = "snakemake"
     run.jobs = jobs_of(results / "logs" / name)
@@ -390,6 +391,7 @@ def cases(out: Path, quick: bool) -> list[Case]:
     t1, aal3 = package_file(*T1), package_file(*AAL3)
     t1_small = upsampled(t1, small, inputs / f"t1_x{small}.nii.gz")
     t1_big = upsampled(t1, big, inputs / f"t1_x{big}.nii.gz")
+    t1_big_nii = upsampled(t1, big, inputs / f"t1_x{big}.nii")
     labels = upsampled(aal3, small, inputs / f"aal3_x{small}.nii.gz")
     stack = slice_stack(t1_big, inputs / f"t1_x{big}_png")
     fullres = fullres_info(t1_big, out / "prep" / f"t1_x{big}", out / "logs" / "prep.log")
@@ -448,6 +450,24 @@ def cases(out: Path, quick: bool) -> list[Case]:
             {"path": t1_big, "type": "image", "sharded": True},
             lambda o: their_image(t1_big, o),
             t1_big,
+        ),
+        # the same pair from an uncompressed file: a cube-shaped (sharded) slab of a .nii.gz
+        # decompresses every section of its z range, an uncompressed one reads only its part
+        Case(
+            f"t1_x{big}_nii",
+            "image, .nii",
+            n_big,
+            {"path": t1_big_nii, "type": "image"},
+            lambda o: their_image(t1_big_nii, o),
+            t1_big_nii,
+        ),
+        Case(
+            f"t1_x{big}_nii_sharded",
+            "image, .nii, sharded",
+            n_big,
+            {"path": t1_big_nii, "type": "image", "sharded": True},
+            lambda o: their_image(t1_big_nii, o),
+            t1_big_nii,
         ),
         Case(
             f"t1_x{big}_slices",

@@ -79,12 +79,9 @@ def _task(args) -> int:
     positions, ids, owner = _shard_map(writer)
     count = 0
     for shard in shards:
-        chunks = {}
-        for pos in positions[owner == shard]:
-            cbox = g.chunk_box(tuple(int(v) for v in pos))
-            chunks[cbox] = reader.read_box(cbox)
-        writer.write_shard(chunks)
-        count += len(chunks)
+        boxes = [g.chunk_box(tuple(int(v) for v in pos)) for pos in positions[owner == shard]]
+        writer.write_shard(boxes, reader.read_box)  # chunk by chunk
+        count += len(boxes)
     return count
 
 

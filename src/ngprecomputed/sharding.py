@@ -7,8 +7,10 @@ id order followed by its minishard index. Offsets are relative to the end of the
 """
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -123,40 +125,40 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)  # mtime 0: byte-identical reruns
 
 
-def shard_bytes(spec: ShardingSpec, chunks: dict[int, bytes]) -> bytes:
-    """A whole shard file holding ``chunks`` (encoded chunk bytes by chunk id)."""
-    ids = np.array(sorted(chunks), dtype=np.uint64)
+def write_shard_to(f: BinaryIO, spec: ShardingSpec, ids, encoded: Callable[[int], bytes]) -> int:
+    """Write a whole shard holding the chunks ``ids`` to the seekable file ``f``, encoding each
+    chunk only when it is written (``encoded(id)``), so that one chunk is in memory at a time;
+    the shard index goes in last, over its placeholder. Returns the bytes written."""
+    ids = np.array(sorted(int(i) for i in ids), dtype=np.uint64)
     minishards = minishard_of(spec, ids)
     index = np.zeros((1 << spec.minishard_bits, 2), dtype="<u8")
-    body: list[bytes] = []
+    f.write(index.tobytes())  # placeholder
     offset = 0
     for m in range(1 << spec.minishard_bits):
         members = ids[minishards == m]
-        starts, sizes = [], []
-        for cid in members:
-            data = chunks[int(cid)]
-            if spec.data_encoding == "gzip":
-                data = _gzip(data)
-            starts.append(offset)
-            sizes.append(len(data))
-            body.append(data)
-            offset += len(data)
         if not len(members):
             index[m] = offset, offset
             continue
-        starts_a = np.array(starts, dtype=np.uint64)
-        sizes_a = np.array(sizes, dtype=np.uint64)
         table = np.empty((3, len(members)), dtype="<u8")
+        end = 0  # of the previous chunk
+        for k, cid in enumerate(members):
+            data = encoded(int(cid))
+            if spec.data_encoding == "gzip":
+                data = _gzip(data)
+            f.write(data)
+            table[1, k], table[2, k] = offset - end, len(data)
+            offset += len(data)
+            end = offset
         table[0] = np.diff(members, prepend=np.uint64(0))
-        table[1] = starts_a - np.concatenate(([0], starts_a[:-1] + sizes_a[:-1])).astype(np.uint64)
-        table[2] = sizes_a
-        encoded = table.tobytes()
+        data = table.tobytes()
         if spec.minishard_index_encoding == "gzip":
-            encoded = _gzip(encoded)
-        index[m] = offset, offset + len(encoded)
-        body.append(encoded)
-        offset += len(encoded)
-    return index.tobytes() + b"".join(body)
+            data = _gzip(data)
+        f.write(data)
+        index[m] = offset, offset + len(data)
+        offset += len(data)
+    f.seek(0)
+    f.write(index.tobytes())
+    return index.nbytes + offset
 
 
 class ShardReader:

@@ -8,6 +8,8 @@ fixed per chunk (not per process), so a rerun leaves nothing behind.
 import gzip
 import json
 import os
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +20,24 @@ from .sharding import (
     ShardingSpec,
     ShardReader,
     compressed_morton_codes,
-    shard_bytes,
     shard_name,
     shard_of,
+    write_shard_to,
 )
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(path: Path):
+    """A file opened for writing under its temporary name, renamed to ``path`` when done."""
     tmp = path.with_name(f".{path.name}.part")
     with open(tmp, "wb") as f:
-        f.write(data)
+        yield f
     os.replace(tmp, path)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 class ScaleStore:
@@ -98,8 +107,7 @@ class ScaleStore:
 
     def _read_sharded(self, box: Box) -> bytes:
         """A chunk from its shard (the shards' indices are kept, never their data)."""
-        pos = [lo // c for (lo, _), c in zip(box, self.grid.chunk, strict=True)]
-        cid = int(compressed_morton_codes(np.array([pos]), self.grid.shape)[0])
+        cid = int(compressed_morton_codes(np.array([self._position(box)]), self.grid.shape)[0])
         path = self.dir / shard_name(self.spec, int(self._shards(np.array([cid]))[0]))
         if path not in self._readers:
             self._readers[path] = ShardReader(path, self.spec)
@@ -133,37 +141,39 @@ class ScaleStore:
             yield pos, cbox, sl
 
     def _write_shards(self, box: Box, array: np.ndarray) -> list[tuple[str, int]]:
-        pieces = list(self._pieces(box))
-        ids = compressed_morton_codes(np.array([pos for pos, _, _ in pieces]), self.grid.shape)
+        pieces = {cbox: sl for _, cbox, sl in self._pieces(box)}
+        ids = compressed_morton_codes(
+            np.array([self._position(b) for b in pieces]), self.grid.shape
+        )
         shards = self._shards(ids)
         return [
             self.write_shard(
-                {
-                    cbox: array[sl]
-                    for (_, cbox, sl), s in zip(pieces, shards, strict=True)
-                    if s == shard
-                }
+                [b for b, s in zip(pieces, shards, strict=True) if s == shard],
+                lambda b: array[pieces[b]],
             )
             for shard in np.unique(shards)
         ]
 
-    def write_shard(self, chunks: dict) -> tuple[str, int]:
-        """Write one whole shard from the arrays of all its chunks (by chunk box)."""
-        positions = [
-            [lo // c for (lo, _), c in zip(b, self.grid.chunk, strict=True)] for b in chunks
-        ]
-        ids = compressed_morton_codes(np.array(positions), self.grid.shape)
+    def _position(self, box: Box) -> list[int]:
+        return [lo // c for (lo, _), c in zip(box, self.grid.chunk, strict=True)]
+
+    def write_shard(self, boxes: list, array_of: Callable[[Box], np.ndarray]) -> tuple[str, int]:
+        """Write one whole shard holding the chunks ``boxes``; ``array_of(box)`` gives a chunk's
+        voxels when it is written, so one chunk at a time is in memory."""
+        ids = compressed_morton_codes(np.array([self._position(b) for b in boxes]), self.grid.shape)
         shards = np.unique(self._shards(ids))
         if len(shards) != 1:
             raise ValueError(f"{self.dir}: chunks of {len(shards)} shards given as one")
-        encoded = {
-            int(i): self.codec.encode(a.astype(self.dtype, copy=False), **self.options)
-            for i, a in zip(ids, chunks.values(), strict=True)
-        }
+        box_of = dict(zip(ids.tolist(), boxes, strict=True))
+
+        def encoded(cid: int) -> bytes:
+            data = array_of(box_of[cid]).astype(self.dtype, copy=False)
+            return self.codec.encode(data, **self.options)
+
         path = self.dir / shard_name(self.spec, int(shards[0]))
-        data = shard_bytes(self.spec, encoded)
-        write_atomic(path, data)
-        return path.name, len(data)
+        with atomic_file(path) as f:
+            size = write_shard_to(f, self.spec, box_of, encoded)
+        return path.name, size
 
     def files_in(self, box: Box) -> list[Path]:
         """The files that hold the chunks of ``box``: chunk files, or shards."""

@@ -27,6 +27,9 @@ for _key, _value in yaml.safe_load(
     (WORKFLOW_ROOT / "config" / "config.yaml").read_text()
 ).items():
     config.setdefault(_key, _value)
+    # `--config qc=false` arrives as a string (Snakemake reads only True/False as booleans)
+    if isinstance(_value, bool) and str(config[_key]).lower() in ("true", "false"):
+        config[_key] = str(config[_key]).lower() == "true"
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 RESULTS = Path(config["results"])
