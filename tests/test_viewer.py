@@ -89,11 +89,14 @@ def results(tmp_path_factory, data):
 
 @pytest.fixture(scope="module")
 def sharded_results(tmp_path_factory, data):
-    """The T1 and AAL again, sharded (the viewer reads them with Range requests)."""
+    """The T1 and AAL again, sharded (the viewer reads them with Range requests), and AAL with
+    generated multi-resolution meshes."""
     tmp = tmp_path_factory.mktemp("viewer_sharded")
     rows = [
         {"dataset": "t1", "path": data["mni_t1"], "type": "image", "sharded": "true"},
         {"dataset": "aal", "path": data["aal"], "type": "segmentation", "sharded": "true"},
+        # generated multi-resolution Draco meshes (unsharded: fetched with Range)
+        {"dataset": "aal_lod", "path": data["aal"], "type": "segmentation", "meshes": "multilod"},
     ]
     sheet = write_sheet(tmp / "sheet.csv", rows)
     out = tmp / "results"
@@ -437,6 +440,32 @@ def test_meshes_load_in_3d(results, view, browser):
         int(b["x"]) + MARGIN : int(b["x"] + b["width"]) - MARGIN,
     ]
     assert (inner.max(axis=2) > 40).mean() > 0.05  # surfaces, on a black background
+
+
+def test_multilod_meshes_load_in_3d(sharded_results, sharded_view, browser):
+    """Generated multi-resolution Draco meshes: the client fetches the segments' ``.index``
+    manifests, then their fragments with Range requests (206), decodes and draws them."""
+    client, state = decode(sharded_view["aal_lod"])
+    state.update(layout="3d", showSlices=False, showAxisLines=False, showScaleBar=False)
+    state["showDefaultAnnotations"] = False
+    lod = layer(state, "aal_lod")
+    segments = lod["segments"][:5]
+    assert segments, "no meshed segment listed"
+    lod["segments"] = segments
+    info = json.loads((sharded_results / "aal_lod" / "mesh" / "info").read_text())
+    assert info["@type"] == "neuroglancer_multilod_draco"
+    wanted = [f"aal_lod/mesh/{s}.index" for s in segments] + [f"aal_lod/mesh/{s}" for s in segments]
+    shown = show(browser, client, state, lambda panel: wanted)
+    check_network(shown)
+    for s in segments:
+        got = [v for u, v in shown.responses.items() if u.endswith(f"aal_lod/mesh/{s}")]
+        assert set(got) == {206}, (s, got)  # fragments are read in ranges
+    b = shown.panel.box
+    inner = shown.pixels[
+        int(b["y"]) + MARGIN : int(b["y"] + b["height"]) - MARGIN,
+        int(b["x"]) + MARGIN : int(b["x"] + b["width"]) - MARGIN,
+    ]
+    assert (inner.max(axis=2) > 40).mean() > 0.01  # surfaces, on a black background
 
 
 def test_serve_prints_viewer_links(results):
