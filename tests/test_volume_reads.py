@@ -52,3 +52,26 @@ def test_cube_reads_equal_nibabel(tmp_path, kind):
         want = whole[tuple(slice(lo, hi) for lo, hi in box)]
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want, err_msg=str(box))
+
+
+def test_decompressed_copy_reads_like_the_source(tmp_path, data):
+    """A sharded dataset's cube slabs read the .nii.gz decompressed once: the same voxels."""
+    from ngprecomputed.sources.volume import decompress
+
+    copy = tmp_path / "source.raw"
+    decompress(data["mni_t1"], copy)
+    plain, fast = open_source(data["mni_t1"]), open_source(data["mni_t1"], decompressed=copy)
+    for box in [((10, 90), (7, 200), (30, 31)), ((0, 197), (0, 233), (100, 140))]:
+        np.testing.assert_array_equal(fast.read(box), plain.read(box))
+
+
+def test_decompress_a_truncated_file_says_so(tmp_path, data):
+    from ngprecomputed.errors import InputError
+    from ngprecomputed.sources.volume import decompress
+
+    cut = tmp_path / "cut.nii.gz"
+    whole = data["mni_t1"].read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError, match="cut.nii.gz: cannot decompress"):
+        decompress(cut, tmp_path / "out.raw")
+    assert not list(tmp_path.glob("*out.raw*"))  # nothing half-written

@@ -44,6 +44,14 @@ def results(tmp_path_factory, data):
     return work / "out"
 
 
+def test_gz_sources_are_decompressed_once_then_removed(results):
+    """Cube slabs of a .nii.gz read one decompressed copy (a temporary output)."""
+    logs = results / "logs" / "t1_sharded"
+    assert (logs / "decompress.log").exists()
+    assert not (logs / "gzip_index.log").exists()
+    assert not (results / ".work" / "t1_sharded" / "source.raw").exists()
+
+
 def files(dataset):
     return [p for p in dataset.rglob("*") if p.is_file()]
 

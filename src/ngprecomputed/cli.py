@@ -52,10 +52,19 @@ def cmd_gzindex(a) -> None:
     build_gzip_index(a.source, a.out)
 
 
+def cmd_decompress(a) -> None:
+    from .sources.volume import decompress
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    decompress(a.source, a.out)
+
+
 def cmd_build(a) -> None:
     plan = planned(a)
     with naming(plan.dataset):
-        build_slab(plan, a.root, a.stage, a.slab, a.manifest, a.gzip_index, a.scratch)
+        build_slab(
+            plan, a.root, a.stage, a.slab, a.manifest, a.gzip_index, a.scratch, a.decompressed
+        )
 
 
 def cmd_finalize(a) -> None:
@@ -298,8 +307,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
     s.add_argument("--manifest", type=Path, required=True)
     s.add_argument("--gzip-index", type=Path)
+    s.add_argument("--decompressed", type=Path, help="the .gz source, decompressed")
     s.add_argument("--scratch", type=Path, help="raw copies for lossy encodings")
     s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("decompress", help="a gzip-compressed source decompressed once")
+    s.add_argument("source", type=Path)
+    s.add_argument("out", type=Path)
+    s.set_defaults(func=cmd_decompress)
 
     s = sub.add_parser("finalize", help="last stage (if one slab), transform.json, then info")
     dataset_args(s)

@@ -111,6 +111,7 @@ class Plan:
     scales: list[Scale]
     stages: list[Stage] = field(default_factory=list)
     gzip_index: bool = False
+    decompress: bool = False  # stage 0 reads the source decompressed once (sharded, .gz)
     sharded: bool = False
     meshes: bool = False  # the info names a mesh folder
     names: bool = False  # the info names a segment properties folder
@@ -555,9 +556,11 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
     plan.stages = stages(plan, opts.voxels_per_job)
     if plan.sharded:
         _with_sharding(plan)
-    plan.gzip_index = (
-        isinstance(source, VolumeSource) and plan.stages[0].count > 2 and is_gzip(source.path)
-    )
+    gzipped = isinstance(source, VolumeSource) and is_gzip(source.path)
+    # row slabs seek in a .gz (an index); cube slabs (sharded) would each decompress whole
+    # sections of their z range: the file is decompressed once instead
+    plan.decompress = gzipped and plan.sharded and plan.stages[0].count > 1
+    plan.gzip_index = gzipped and not plan.decompress and plan.stages[0].count > 2
     plan.source_options = source_options(opts)
     return plan
 

@@ -51,6 +51,7 @@ def build_slab(
     manifest: Path | None = None,
     gzip_index: Path | None = None,
     scratch: Path | None = None,
+    decompressed: Path | None = None,
 ) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
 
@@ -71,7 +72,10 @@ def build_slab(
     )
     if stage.first == 0:
         array = to_stored(
-            open_source(plan.source, gzip_index, **plan.source_options).read(inbox), plan
+            open_source(
+                plan.source, gzip_index, decompressed=decompressed, **plan.source_options
+            ).read(inbox),
+            plan,
         )
     else:
         array = source_store(plan, root, scratch, stage.first - 1).read_box(inbox)

@@ -146,10 +146,13 @@ def source_inputs(dataset, stage, slab):
     """The source, and its gzip index where one pays, for a job that reads the source.
 
     The first slab starts at the beginning of the file and needs no index: it runs while the
-    index is being built."""
+    index is being built. Sharded datasets' cube slabs read the file decompressed once.
+    """
     inputs = {"source": source_path(dataset)}
     if stage == 0 and slab > 0 and plan_of(dataset).gzip_index:
         inputs["gzip_index"] = str(WORK / dataset / "source.gzidx")
+    if stage == 0 and plan_of(dataset).decompress:
+        inputs["decompressed"] = str(WORK / dataset / "source.raw")
     return inputs
 
 
@@ -249,6 +252,12 @@ def mesh_region_resources(w, attempt):
 
 def gzip_index_arg(wildcards, input):
     return f"--gzip-index {input.gzip_index}" if "gzip_index" in input.keys() else ""
+
+
+def decompressed_arg(wildcards, input):
+    return (
+        f"--decompressed {input.decompressed}" if "decompressed" in input.keys() else ""
+    )
 
 
 def all_targets(wildcards):

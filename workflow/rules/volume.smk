@@ -45,6 +45,26 @@ rule gzip_index:
         "ngprecomputed --log {log:q} gzindex {input.source:q} {output:q}"
 
 
+rule decompress:
+    input:
+        source=lambda w: source_path(w.dataset),
+    output:
+        temp(WORK / "{dataset}" / "source.raw"),
+    log:
+        LOGS / "{dataset}" / "decompress.log",
+    benchmark:
+        LOGS / "{dataset}" / "decompress.tsv"
+    conda:
+        "../envs/ngprecomputed.yaml"
+    resources:
+        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
+        runtime=lambda w, input, attempt: gzip_index_runtime_min(
+            Path(input.source[0]).stat().st_size, attempt
+        ),
+    shell:
+        "ngprecomputed --log {log:q} decompress {input.source:q} {output:q}"
+
+
 rule pyramid:
     input:
         unpack(pyramid_inputs),
@@ -69,10 +89,12 @@ rule pyramid:
         root=lambda w: RESULTS / w.dataset,
         scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
+        decompressed=decompressed_arg,
     shell:
         "ngprecomputed --log {log:q} build {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --stage {wildcards.stage} --slab {wildcards.slab}"
         " --root {params.root:q} --manifest {output:q} {params.gzip_index}"
+        " {params.decompressed}"
         " --scratch {params.scratch:q}"
 
 

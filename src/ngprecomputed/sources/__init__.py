@@ -30,11 +30,17 @@ def open_source(
     gzip_index: str | Path | None = None,
     voxel_size: tuple[float, float, float] | None = None,
     orientation: str | None = None,
+    decompressed: str | Path | None = None,
 ) -> VolumeSource | SliceSource:
-    """A volume file (``gzip_index``: an exported indexed_gzip index for .gz files), or a
-    stack of section images (``;`` separates channels), with its voxel size and orientation."""
+    """A volume file (``gzip_index``: an exported indexed_gzip index for .gz files;
+    ``decompressed``: the file decompressed), or a stack of section images (``;`` separates
+    channels), with its voxel size and orientation."""
     if is_slice_stack(spec):
         return SliceSource(
             str(spec).split(";"), voxel_size or (1.0, 1.0, 1.0), orientation or "RAS"
         )
-    return VolumeSource(Path(spec), gzip_index=Path(gzip_index) if gzip_index else None)
+    return VolumeSource(
+        Path(spec),
+        gzip_index=Path(gzip_index) if gzip_index else None,
+        decompressed=Path(decompressed) if decompressed else None,
+    )
