@@ -59,39 +59,33 @@ def target_info(
     return new
 
 
-def _store(root: Path, info: dict, index: int, options: dict, gzipped: bool = False):
-    return ScaleStore.from_info(root, info, index, options, gzipped)
-
-
 def _task(args) -> int:
-    """Re-encode chunk rows ``z0..z1`` (in chunks) of one scale, or the whole shards
-    ``shards`` of a sharded target; returns the chunks written."""
+    """Re-encode chunk rows ``z0..z1`` (in chunks) of one scale, or, for a sharded target,
+    the whole shards whose chunks are at grid ``positions`` (one list per shard); returns the
+    chunks written."""
     src, dst, info, new, index, (z0, z1), shards, options, gzipped = args
-    reader = _store(src, info, index, {})
-    writer = _store(dst, new, index, options, gzipped)
+    reader = ScaleStore.from_info(src, info, index)
+    writer = ScaleStore.from_info(dst, new, index, options, gzipped)
     g = reader.grid
-    box = ((0, g.size[0]), (0, g.size[1]), (z0 * g.chunk[2], min(z1 * g.chunk[2], g.size[2])))
     writer.dir.mkdir(parents=True, exist_ok=True)
     if shards is None:
+        box = ((0, g.size[0]), (0, g.size[1]), (z0 * g.chunk[2], min(z1 * g.chunk[2], g.size[2])))
         for _, cbox in g.chunks_in(box):
             writer.write_chunk(cbox, reader.read_box(cbox))  # widened to the new data type
         return sum(1 for _ in g.chunks_in(box))
-    positions, ids, owner = _shard_map(writer)
-    count = 0
-    for shard in shards:
-        boxes = [g.chunk_box(tuple(int(v) for v in pos)) for pos in positions[owner == shard]]
+    for positions in shards:
+        boxes = [g.chunk_box(tuple(pos)) for pos in positions]
         writer.write_shard(boxes, reader.read_box)  # chunk by chunk
-        count += len(boxes)
-    return count
+    return sum(len(positions) for positions in shards)
 
 
-def _shard_map(store: ScaleStore):
-    """Every chunk's grid position, id and shard, for a sharded scale."""
+def _shard_members(store: ScaleStore) -> list[list[list[int]]]:
+    """The grid positions of the chunks of each shard of a sharded scale (shards in order)."""
     gx, gy, gz = store.grid.shape
     z, y, x = np.mgrid[0:gz, 0:gy, 0:gx]
     positions = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
-    ids = compressed_morton_codes(positions, store.grid.shape)
-    return positions, ids, shard_of(store.spec, ids)
+    owner = shard_of(store.spec, compressed_morton_codes(positions, store.grid.shape))
+    return [positions[owner == shard].tolist() for shard in np.unique(owner)]
 
 
 def reencode(
@@ -112,13 +106,13 @@ def reencode(
     tasks = []
     for index, s in enumerate(info["scales"]):
         grid = Grid(tuple(s["size"]), tuple(s["chunk_sizes"][0]))
-        if shard:
-            owners = np.unique(_shard_map(_store(dst, new, index, options))[2])
+        if shard:  # the shard map is made once per scale, each task gets its shards' chunks
+            members = _shard_members(ScaleStore.from_info(dst, new, index, options))
             sharding = new["scales"][index]["sharding"]
             voxels = np.prod(grid.chunk) << (sharding["preshift_bits"] + sharding["minishard_bits"])
             per = max(voxels_per_task // int(voxels), 1)
-            for k in range(0, len(owners), per):
-                part = owners[k : k + per].tolist()
+            for k in range(0, len(members), per):
+                part = members[k : k + per]
                 tasks.append((src, dst, info, new, index, (0, 0), part, options, gzipped))
             continue
         row = s["size"][0] * s["size"][1] * grid.chunk[2] * info["num_channels"]

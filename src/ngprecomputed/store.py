@@ -66,7 +66,7 @@ class ScaleStore:
         self.decode_options = {k: v for k, v in self.options.items() if k == "block_size"}
         self.gzipped = gzipped
         self.offset = offset  # voxel_offset: chunk names are in absolute voxel coordinates
-        self.sharding = sharding  # the scale's "sharding" info: boxes are written as shards
+        # the scale's "sharding" info, if any: boxes are written as whole shards
         self.spec = ShardingSpec.from_info(sharding) if sharding else None
         self._readers: dict[Path, ShardReader] = {}
 
@@ -129,7 +129,7 @@ class ScaleStore:
         """Write every chunk inside ``box`` (chunk-aligned) from ``array`` covering ``box``;
         for a sharded scale, ``box`` is whole shards and each is written in one piece."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.sharding:
+        if self.spec:
             return self._write_shards(box, array)
         return [self.write_chunk(cbox, array[sl]) for _, cbox, sl in self._pieces(box)]
 
@@ -177,7 +177,7 @@ class ScaleStore:
 
     def files_in(self, box: Box) -> list[Path]:
         """The files that hold the chunks of ``box``: chunk files, or shards."""
-        if not self.sharding:
+        if not self.spec:
             return [self.path(cbox) for _, cbox in self.grid.chunks_in(box)]
         positions = np.array([pos for pos, _ in self.grid.chunks_in(box)])
         ids = compressed_morton_codes(positions, self.grid.shape)
