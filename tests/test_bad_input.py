@@ -80,7 +80,7 @@ def bad_files(folder):
     (folder / "truncated.nii.gz").write_bytes(gzip.compress(data)[:4000])
     out["truncated_gz"] = (folder / "truncated.nii.gz", "truncated")
     (folder / "garbage.nii").write_bytes(b"not a nifti file" * 40)
-    out["garbage"] = (folder / "garbage.nii", "not a readable volume")
+    out["garbage"] = (folder / "garbage.nii", "nibabel cannot read it as NIfTI-1")
     nib.save(
         nib.Nifti1Image(rng.random((6, 6, 6, 2, 2)).astype(np.float32), np.eye(4)),
         folder / "five_d.nii",

@@ -26,7 +26,7 @@ def test_input_errors_are_one_line_and_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert [ln for ln in err if "error" in ln] == [
-        f"ngprecomputed: error: dataset x: {bad}: not a readable volume "
+        f"ngprecomputed: error: dataset x: {bad}: nibabel cannot read it as NIfTI-1 "
         f'(Cannot work out file type of "{bad}")'
     ]
     assert not (tmp_path / "p.json").exists()

@@ -18,7 +18,7 @@ import numpy as np
 
 from .chunks import Box, Grid, clip, voxels
 from .errors import InputError
-from .sources.volume import VolumeSource, is_gzip
+from .sources.volume import VolumeSource
 
 MESH_DIR = "mesh"  # a segmentation's meshes, named in its info
 NAMES_DIR = "names"  # its segment properties
@@ -116,6 +116,9 @@ class Plan:
     meshes: bool = False  # the info names a mesh folder
     names: bool = False  # the info names a segment properties folder
     source_options: dict = field(default_factory=dict)  # open_source's, for slice stacks
+    # scale 0 holds the source's values themselves (float32 rounding at most): no data_type
+    # was asked for and no input range; what the scale-0 jobs check
+    exact: bool = True
 
     def factor_between(self, fine: int, coarse: int) -> tuple[int, int, int]:
         """Downsampling factor per axis from scale ``fine`` to scale ``coarse``."""
@@ -548,6 +551,7 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
         rescale=rescale,
         transform=neuroglancer_transform(source.affine, source.unit_nm, resolution),
         scales=pyramid(source.shape[:3], resolution, opts),
+        exact=opts.data_type is None and rescale is None,
     )
     plan.sharded = opts.sharded
     if opts.type != "segmentation" and (opts.labels or opts.meshes):
@@ -556,7 +560,7 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
     plan.stages = stages(plan, opts.voxels_per_job)
     if plan.sharded:
         _with_sharding(plan)
-    gzipped = isinstance(source, VolumeSource) and is_gzip(source.path)
+    gzipped = isinstance(source, VolumeSource) and source.seekable_gzip
     # row slabs seek in a .gz (an index); cube slabs (sharded) would each decompress whole
     # sections of their z range: the file is decompressed once instead
     plan.decompress = gzipped and plan.sharded and plan.stages[0].count > 1

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from .downsample import downsample
 from .plan import Plan
-from .sources import open_source
+from .sources import VolumeSource, open_source
 from .store import ScaleStore, write_manifest
-from .values import to_stored
+from .values import check_sample, to_stored
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,12 @@ def build_slab(
         "the source" if stage.first == 0 else f"scale {stage.first - 1}",
     )
     if stage.first == 0:
-        array = to_stored(
-            open_source(
-                plan.source, gzip_index, decompressed=decompressed, **plan.source_options
-            ).read(inbox),
-            plan,
+        source = open_source(
+            plan.source, gzip_index, decompressed=decompressed, **plan.source_options
         )
+        array = to_stored(source.read(inbox), plan)
+        if isinstance(source, VolumeSource):
+            check_sample(source, plan, inbox, array)  # before anything is written
     else:
         array = source_store(plan, root, scratch, stage.first - 1).read_box(inbox)
     method = "mode" if plan.type == "segmentation" else "mean"

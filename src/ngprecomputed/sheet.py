@@ -16,6 +16,7 @@ import yaml
 
 from .errors import InputError
 from .plan import Options
+from .sources.volume import image_files
 from .workflow_files import workflow_root
 
 
@@ -28,8 +29,11 @@ class Dataset:
     @property
     def inputs(self) -> list[str]:
         """The files and folders the dataset reads (what Snakemake tracks)."""
+        parts = self.path.split(";")
+        if len(parts) == 1 and Path(parts[0]).is_file():  # with the files nibabel reads beside it
+            return [str(p) for p in image_files(Path(parts[0]))]
         out = []
-        for part in self.path.split(";"):
+        for part in parts:
             out += sorted(glob.glob(part)) if any(c in part for c in "*?[") else [part]
         return out
 

@@ -57,3 +57,47 @@ def _labels(array: np.ndarray, out: np.dtype, plan: Plan) -> np.ndarray:
     if array.dtype.kind == "u" and array.dtype.itemsize <= out.itemsize:
         return array  # widened chunk by chunk when written: a uint8 atlas stays 1 byte a voxel
     return array.astype(out)
+
+
+SAMPLE_VOXELS = 16  # voxels of each scale-0 slab checked against nibabel
+
+
+class ValueMismatch(InputError):
+    """What a job was about to write differs from nibabel's values: a reader bug, caught
+    before anything is written."""
+
+
+def check_sample(source, plan: Plan, box, stored: np.ndarray, n: int = SAMPLE_VOXELS) -> None:
+    """A few voxels of ``stored`` (scale 0 of ``box``, about to be written) against what
+    nibabel itself returns for them: the documented conversion of nibabel's values, and, when
+    the plan keeps values as they are (``plan.exact``), those values up to float32 rounding."""
+    lo = np.array([b[0] for b in box])
+    hi = np.array([b[1] for b in box])
+    rng = np.random.default_rng([*lo, *hi])
+    points = np.unique(np.vstack([lo, hi - 1, rng.integers(lo, hi, size=(n - 2, 3))]), axis=0)
+    want = source.nibabel_values(points)  # [n, channel]
+    got = stored[tuple((points - lo).T)]
+    converted = to_stored(want.reshape(len(points), 1, 1, -1), plan).reshape(got.shape)
+    bad = ~_same(got, converted)
+    if plan.exact and np.dtype(plan.data_type).kind in "iuf":
+        wide = want.astype(np.float64)
+        bad |= ~np.isclose(
+            got.astype(np.float64),
+            wide,
+            rtol=2e-7,
+            atol=float(np.finfo(np.float32).tiny),
+            equal_nan=True,
+        )
+    if bad.any():
+        i, c = (int(v[0]) for v in np.nonzero(bad))
+        raise ValueMismatch(
+            f"dataset {plan.dataset}: {plan.source}: voxel {tuple(int(v) for v in points[i])}"
+            f"{f' channel {c}' if got.shape[1] > 1 else ''} would be written as {got[i, c]!r}"
+            f" but nibabel reads {want[i, c]!r}; nothing was written (a bug: please report it;"
+            " data_type or input_min/input_max convert with rounding)"
+        )
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a == b) | (np.isnan(a) & np.isnan(b))

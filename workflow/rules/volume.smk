@@ -39,10 +39,12 @@ rule gzip_index:
     resources:
         mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
         runtime=lambda w, input, attempt: gzip_index_runtime_min(
-            Path(input.source[0]).stat().st_size, attempt
+            sum(Path(f).stat().st_size for f in input.source), attempt
         ),
+    params:
+        source=source_spec,
     shell:
-        "ngprecomputed --log {log:q} gzindex {input.source:q} {output:q}"
+        "ngprecomputed --log {log:q} gzindex {params.source:q} {output:q}"
 
 
 rule decompress:
@@ -59,10 +61,12 @@ rule decompress:
     resources:
         mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
         runtime=lambda w, input, attempt: gzip_index_runtime_min(
-            Path(input.source[0]).stat().st_size, attempt
+            sum(Path(f).stat().st_size for f in input.source), attempt
         ),
+    params:
+        source=source_spec,
     shell:
-        "ngprecomputed --log {log:q} decompress {input.source:q} {output:q}"
+        "ngprecomputed --log {log:q} decompress {params.source:q} {output:q}"
 
 
 rule pyramid:

@@ -1,18 +1,25 @@
-"""Volumes read through nibabel (NIfTI-1/2, MGH/MGZ, ANALYZE, ...), slab by slab.
+"""Volumes read through nibabel, slab by slab: every spatial image format nibabel loads.
 
-Uncompressed files are read through nibabel's array proxy (only the bytes of the box). For
-gzip-compressed files (``.nii.gz``, ``.mgz``) a seek would decompress from the start of the file
-for every slab; with an exported ``indexed_gzip`` index (built once per file by the ``gzindex``
-stage) each slab decompresses only from the nearest index point.
+Values are nibabel's: a box is ``img.dataobj[box]`` (scaled as nibabel scales it: NIfTI
+``scl_slope``, MINC image ranges, PAR/REC display values, AFNI brick factors, ECAT calibration).
+Whether a file is *scaled* is asked of nibabel itself (the type its proxy returns for one voxel
+against the stored type), never of one format's proxy attributes.
+
+Two faster paths give provably the same values: a plain, unscaled, uncompressed array file is read
+directly by offset (cube boxes, whole rows), and a gzip-compressed array file (``.nii.gz``,
+``.mgz``, ``.BRIK.gz``, ``.img.gz``) is read through an exported ``indexed_gzip`` index (built
+once per file by the ``gzindex`` stage) or decompressed once; nibabel still decodes the bytes.
 """
 
 import gzip
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 
 from ..chunks import Box
 from ..errors import InputError
@@ -22,39 +29,151 @@ log = logging.getLogger(__name__)
 # Header spatial units to nanometres.
 _UNIT_NM = {"meter": 1e9, "mm": 1e6, "micron": 1e3, "unknown": 1e6}
 
+# nibabel's image classes, by the name users know them by.
+FORMATS = {
+    "Nifti1Image": "NIfTI-1",
+    "Nifti1Pair": "NIfTI-1 (.hdr/.img)",
+    "Nifti2Image": "NIfTI-2",
+    "Nifti2Pair": "NIfTI-2 (.hdr/.img)",
+    "Cifti2Image": "CIFTI-2",
+    "AnalyzeImage": "ANALYZE 7.5",
+    "Spm99AnalyzeImage": "SPM99 ANALYZE",
+    "Spm2AnalyzeImage": "SPM2 ANALYZE",
+    "MGHImage": "MGH/MGZ",
+    "Minc1Image": "MINC1",
+    "Minc2Image": "MINC2",
+    "PARRECImage": "PAR/REC",
+    "AFNIImage": "AFNI BRIK/HEAD",
+    "EcatImage": "ECAT 7",
+    "GiftiImage": "GIfTI",
+}
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def compression(path: Path) -> str | None:
+    """``gzip``, ``bzip2`` or ``zstd`` from the file's first bytes, else None."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
 
 def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+    return compression(path) == "gzip"
+
+
+def _classes():
+    return [*nib.all_image_classes, nib.ecat.EcatImage]  # nib.load does not try ECAT
+
+
+def guess_format(path: Path) -> str | None:
+    """The format nibabel takes the file for, from its name and first bytes, else from its
+    name alone (a damaged file)."""
+    name = path.name.lower()
+    for suffix in (".gz", ".bz2", ".zst"):
+        name = name.removesuffix(suffix)
+    by_name = None
+    for klass in _classes():
+        try:
+            if klass.path_maybe_image(str(path))[0]:
+                return FORMATS.get(klass.__name__, klass.__name__)
+        except Exception:  # a class's sniffing fails on files not of its kind
+            pass
+        if by_name is None and name.endswith(tuple(klass.valid_exts)):
+            by_name = FORMATS.get(klass.__name__, klass.__name__)
+    return by_name
+
+
+def load_image(path: Path):
+    """``nib.load``, ECAT included; one line naming the file and its format if it fails."""
+    fmt = guess_format(path)
+    try:
+        img = nib.ecat.load(path) if fmt == "ECAT 7" else nib.load(path)
+    except Exception as e:  # nibabel raises many types for unreadable files
+        what = f"nibabel cannot read it as {fmt}" if fmt else "not a format nibabel reads"
+        raise InputError(f"{path}: {what} ({_short(e)})") from None
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        raise InputError(f"{path}: a {fmt or type(img).__name__} file, not a volume")
+    return img
+
+
+def image_files(path: Path) -> list[Path]:
+    """Every file nibabel reads for this image (a .HEAD's .BRIK(.gz), a .PAR's .REC, a
+    .hdr's .img), the given one first: what a workflow should track."""
+    out = [Path(path)]
+    for klass in _classes():
+        try:
+            if not klass.path_maybe_image(str(path))[0]:
+                continue
+            names = {h.filename for h in klass.filespec_to_file_map(str(path)).values()}
+        except Exception:
+            continue
+        out += sorted(Path(n) for n in names if n and Path(n) != Path(path) and Path(n).exists())
+        break
+    return out
+
+
+def _stored_dtype(img) -> np.dtype:
+    try:
+        return img.get_data_dtype()
+    except TypeError:  # ECAT: a type per frame
+        return img.get_data_dtype(0)
+
+
+def _axes(img) -> tuple[list[int], list[int]]:
+    """The file's spatial axes (the affine's columns, in order) and the others (channels).
+
+    MINC files may store time (or a vector dimension) first: nibabel keeps the file's order
+    and its affine maps the spatial dimensions only."""
+    ndim = len(img.shape)
+    names = getattr(getattr(img.dataobj, "minc_file", None), "_dim_names", None)
+    if names is not None and len(names) == ndim:
+        spatial = [i for i, name in enumerate(names) if str(name).endswith("space")]
+    else:
+        spatial = list(range(min(ndim, 3)))
+    return spatial, [i for i in range(ndim) if i not in spatial]
 
 
 class VolumeSource:
-    """One nibabel-readable volume; 4D volumes are channels (the fourth axis)."""
+    """One nibabel-readable volume; axes beyond the three spatial ones are channels."""
 
     def __init__(
         self, path: Path, gzip_index: Path | None = None, decompressed: Path | None = None
     ):
         self.path = path
         self.gzip_index = gzip_index
-        self.decompressed = decompressed  # the same file, decompressed (see decompress)
-        try:
-            self._img = nib.load(path)
-        except Exception as e:  # nibabel raises many types for unreadable files
-            raise InputError(f"{path}: not a readable volume ({_short(e)})") from None
-        header_shape = tuple(int(n) for n in self._img.shape)
-        raw_dtype = self._img.get_data_dtype()
-        self._check(header_shape, raw_dtype)
+        self.decompressed = decompressed  # the image file, decompressed (see decompress)
+        self._img = load_image(path)
+        self.format = FORMATS.get(type(self._img).__name__, type(self._img).__name__)
+        self.data_path = Path(self._img.file_map["image"].filename or path)
+        if not self.data_path.is_file():
+            raise InputError(f"{path}: its {self.format} image file {self.data_path} is missing")
+        self.compression = compression(self.data_path)
+        file_shape = tuple(int(n) for n in self._img.shape)
+        raw_dtype = np.dtype(_stored_dtype(self._img))
+        self._check(file_shape, raw_dtype)
+        self._spatial, self._other = _axes(self._img)
+        self._other_shape = tuple(file_shape[i] for i in self._other)
         # RGB(A) voxels (NIfTI RGB24/RGBA32: one field per colour) are channels, like 4D volumes
         self._fields = list(raw_dtype.names or ())
-        channels = len(self._fields) or int(np.prod(header_shape[3:], dtype=np.int64))
-        self.shape = (*header_shape[:3], *([1] * (3 - len(header_shape[:3]))), channels)
+        extra = int(np.prod([file_shape[i] for i in self._other], dtype=np.int64))
+        channels = len(self._fields) or extra
+        spatial = [file_shape[i] for i in self._spatial]
+        self.shape = (*spatial, *([1] * (3 - len(spatial))), channels)
         if self._fields:
             raw_dtype = raw_dtype[self._fields[0]]
-        self.scaled = self._is_scaled()
         self.source_dtype = raw_dtype
+        out = self._output_dtype()
+        # nibabel returns another type than the stored one exactly when it scales the values
+        self.scaled = out.newbyteorder("=") != raw_dtype.newbyteorder("=")
         self.dtype = np.dtype(np.float64) if self.scaled else raw_dtype.newbyteorder("=")
         self.affine = np.asarray(self._img.affine, dtype=float)
         self._check_size()
+
+    @property
+    def seekable_gzip(self) -> bool:
+        """A gzip-compressed array file that an index (or one decompression) makes fast."""
+        return self.compression == "gzip" and isinstance(self._img.dataobj, ArrayProxy)
 
     def _check(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         if len(shape) > 4 and any(n != 1 for n in shape[4:]):
@@ -77,22 +196,28 @@ class VolumeSource:
         if dtype.kind not in "uifb":
             raise InputError(f"{self.path}: unsupported voxel type {dtype}")
 
-    def _is_scaled(self) -> bool:
-        """nibabel moves scl_slope/scl_inter from the header to the array proxy on load."""
-        slope = getattr(self._img.dataobj, "slope", 1.0)
-        inter = getattr(self._img.dataobj, "inter", 0.0)
-        return (float(slope), float(inter)) != (1.0, 0.0)
+    def _output_dtype(self) -> np.dtype:
+        """The type nibabel returns: one voxel read, as the proxy of every format answers."""
+        first = tuple(slice(0, 1) for _ in self._img.shape)
+        try:
+            value = np.asanyarray(self._img.dataobj[first])
+        except Exception as e:  # nibabel raises many types for unreadable data
+            raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
+        return value.dtype[self._fields[0]] if self._fields else value.dtype
 
     def _check_size(self) -> None:
-        """Catch truncated uncompressed files from their size, before any job reads them."""
-        if not hasattr(self._img.dataobj, "offset") or is_gzip(self.path):
-            return
+        """Catch truncated uncompressed array files from their size, before any job reads them.
+        A compressed file's size says nothing of its content: its truncation is found when it is
+        decompressed (the gzip index stage, or the read)."""
         proxy = self._img.dataobj
-        data_path = Path(self._img.file_map["image"].filename)
+        if not isinstance(proxy, ArrayProxy) or self.compression:
+            return
         need = proxy.offset + int(np.prod(proxy.shape)) * proxy.dtype.itemsize
-        have = data_path.stat().st_size
+        have = self.data_path.stat().st_size
         if have < need:
-            raise InputError(f"{data_path}: file is truncated ({have} bytes, header needs {need})")
+            raise InputError(
+                f"{self.data_path}: file is truncated ({have} bytes, header needs {need})"
+            )
 
     @property
     def unit_nm(self) -> float:
@@ -106,20 +231,38 @@ class VolumeSource:
         sizes = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)) * self.unit_nm
         return tuple(float(s) for s in sizes)
 
+    @contextmanager
+    def _image(self):
+        """The image to read voxels from: through the gzip index, the decompressed copy, or
+        the file itself (nibabel decodes the bytes in every case)."""
+        if self.gzip_index is not None:
+            import indexed_gzip
+
+            with indexed_gzip.IndexedGzipFile(
+                str(self.data_path), index_file=str(self.gzip_index)
+            ) as f:
+                yield self._with_image_file(nib.FileHolder(fileobj=f))
+        elif self.decompressed is not None:
+            yield self._with_image_file(nib.FileHolder(filename=str(self.decompressed)))
+        else:
+            yield self._img
+
+    def _with_image_file(self, holder):
+        files = {k: nib.FileHolder(filename=v.filename) for k, v in self._img.file_map.items()}
+        files["image"] = holder
+        return type(self._img).from_file_map(files)
+
     def _raw_file(self, img) -> str | None:
-        """The image file, when it is uncompressed, unscaled, Fortran-ordered voxels at an
-        offset (plain .nii, .img, .mgh): it can then be read in pieces directly."""
+        """The image file, when plain voxels of the stored type lie in it in Fortran order at
+        an offset (unscaled .nii, .img, .mgh, .BRIK, uncompressed): it can then be read in
+        pieces directly, giving exactly what nibabel gives."""
         proxy = img.dataobj
         name = img.file_map["image"].filename
-        if not name or self._is_scaled() or getattr(proxy, "order", "F") != "F":
+        if not name or self.scaled or type(proxy) not in _PLAIN_PROXIES:
             return None
-        if not hasattr(proxy, "offset") or not hasattr(proxy, "dtype"):
+        if proxy.order != "F" or getattr(proxy, "scaling", None) is not None:
             return None
-        with open(name, "rb") as f:
-            magic = f.read(4)
-        if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\x28\xb5\x2f\xfd":
-            return None  # gzip, bzip2, zstd
-        return name
+        return None if compression(Path(name)) else name
 
     def _read_rows(self, img, name: str, slicer: tuple) -> np.ndarray:
         """A box whose x range is not whole rows (a cube of a sharded dataset), read plane by
@@ -142,38 +285,50 @@ class VolumeSource:
                     out[:, :, z - z0, t] = rows.reshape(y1 - y0, nx)[:, x0:x1].T
         return out
 
+    def _slicer(self, box: Box) -> tuple:
+        """``box`` (spatial axes, in the affine's order) as an index in the file's axis order."""
+        index = [slice(None)] * len(self._img.shape)
+        for axis, (lo, hi) in zip(self._spatial, box, strict=False):
+            index[axis] = slice(lo, hi)
+        return tuple(index)
+
+    def _as_channels(self, data: np.ndarray, box_shape: tuple[int, ...]) -> np.ndarray:
+        """File-order voxels as ``[x, y, z, channel]``."""
+        if self._fields:
+            data = np.stack([data[name] for name in self._fields], axis=-1)
+            return data.reshape(box_shape + (self.shape[3],), order="F")
+        data = np.transpose(data, self._spatial + self._other)
+        return data.reshape(box_shape + (self.shape[3],), order="F")
+
     def read(self, box: Box) -> np.ndarray:
         """Voxels of ``box`` as an array ``[x, y, z, channel]`` in ``self.dtype`` (scaled)."""
-        # a 2D (or 1D) file has fewer axes than the box: slice only those it has
-        slicer = tuple(slice(lo, hi) for lo, hi in box)[: len(self._img.shape)]
+        slicer = self._slicer(box)
+        box_shape = tuple(hi - lo for lo, hi in box)
+        cube = self._spatial == [0, 1, 2] and slicer[0] != slice(0, self.shape[0])
         try:
-            if self.gzip_index is not None:
-                import indexed_gzip
-
-                with indexed_gzip.IndexedGzipFile(
-                    str(self.path), index_file=str(self.gzip_index)
-                ) as f:
-                    img = type(self._img).from_stream(f)
-                    data = img.dataobj[slicer]
-            else:
-                img = self._img
-                if self.decompressed is not None:
-                    holder = nib.FileHolder(filename=str(self.decompressed))
-                    img = type(self._img).from_file_map({"image": holder})
-                if len(slicer) >= 3 and slicer[0] != slice(0, self.shape[0]):
-                    name = self._raw_file(img)
-                    data = self._read_rows(img, name, slicer) if name else img.dataobj[slicer]
+            with self._image() as img:
+                name = self._raw_file(img) if cube else None
+                if name:
+                    data = self._read_rows(img, name, slicer).reshape(box_shape + self._other_shape)
                 else:
-                    data = img.dataobj[slicer]
+                    data = np.asarray(img.dataobj[slicer])
         except (EOFError, OSError, ValueError, gzip.BadGzipFile) as e:
             raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
-        data = np.asarray(data)
-        box_shape = tuple(hi - lo for lo, hi in box)
-        if self._fields:
-            return np.stack([data[name] for name in self._fields], axis=-1).reshape(
-                box_shape + (self.shape[3],), order="F"
-            )
-        return data.reshape(box_shape + (self.shape[3],), order="F")
+        return self._as_channels(data, box_shape)
+
+    def nibabel_values(self, points: np.ndarray) -> np.ndarray:
+        """nibabel's own values at ``points`` (``[n, 3]`` voxel indices), ``[n, channel]``:
+        one proxy read per voxel, none of this reader's faster paths; a job checks what it
+        writes against these."""
+        out = []
+        with self._image() as img:
+            for p in points:
+                index = self._slicer([(int(v), int(v) + 1) for v in p])
+                out.append(self._as_channels(np.asanyarray(img.dataobj[index]), (1, 1, 1)))
+        return np.concatenate([v.reshape(1, -1) for v in out])
+
+
+_PLAIN_PROXIES = (ArrayProxy, nib.brikhead.AFNIArrayProxy)
 
 
 def _short(e: Exception) -> str:
@@ -181,31 +336,39 @@ def _short(e: Exception) -> str:
 
 
 def decompress(path: Path, out: Path) -> None:
-    """The gzip-compressed source decompressed once (a .nii.gz becomes its .nii, byte for
-    byte): cube-shaped slabs (sharded datasets) then read only their part of each section
-    instead of decompressing whole sections of their z range each."""
+    """The volume's gzip-compressed image file decompressed once (a .nii.gz becomes its .nii,
+    byte for byte): cube-shaped slabs (sharded datasets) then read only their part of each
+    section instead of decompressing whole sections of their z range each."""
     from isal import igzip  # Intel's ISA-L: 4x Python's zlib here
 
+    data = image_file(path)
     tmp = out.with_name(f".{out.name}.part")
     try:
-        with igzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+        with igzip.open(data, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 2**22)
     except (EOFError, OSError, gzip.BadGzipFile) as e:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot decompress ({_short(e)}); truncated?") from None
+        raise InputError(f"{data}: cannot decompress ({_short(e)}); truncated?") from None
     tmp.replace(out)
 
 
+def image_file(path: Path) -> Path:
+    """The file that holds the voxels (a .HEAD's .BRIK.gz; a .nii.gz itself)."""
+    return Path(load_image(Path(path)).file_map["image"].filename or path)
+
+
 def build_gzip_index(path: Path, out: Path, spacing: int = 4 * 2**20) -> None:
-    """Decompress ``path`` once and export the seek points that make slab reads cheap."""
+    """Decompress the volume's image file once and export the seek points that make slab reads
+    cheap."""
     import indexed_gzip
 
+    data = image_file(path)
     tmp = out.with_name(out.name + ".tmp")
     try:
-        with indexed_gzip.IndexedGzipFile(str(path), spacing=spacing) as f:
+        with indexed_gzip.IndexedGzipFile(str(data), spacing=spacing) as f:
             f.build_full_index()
             f.export_index(str(tmp))
     except (EOFError, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot decompress ({_short(e)}); truncated?") from None
+        raise InputError(f"{data}: cannot decompress ({_short(e)}); truncated?") from None
     tmp.replace(out)
