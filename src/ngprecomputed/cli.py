@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, naming
+from .errors import InputError, naming, system_fault
 from .plan import Options, Plan, chunk_counts, make_plan, source_options
 from .pyramid import build_slab
 from .sources import open_source
@@ -298,6 +298,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("gzindex", help="index a gzip-compressed source for random access")
     s.add_argument("source", type=Path)
     s.add_argument("out", type=Path)
+    s.add_argument("--dataset", help="the dataset it is for (named in errors)")
     s.set_defaults(func=cmd_gzindex)
 
     s = sub.add_parser("build", help="write one slab of one pyramid stage")
@@ -314,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("decompress", help="a gzip-compressed source decompressed once")
     s.add_argument("source", type=Path)
     s.add_argument("out", type=Path)
+    s.add_argument("--dataset", help="the dataset it is for (named in errors)")
     s.set_defaults(func=cmd_decompress)
 
     s = sub.add_parser("finalize", help="last stage (if one slab), transform.json, then info")
@@ -426,6 +428,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error(args, message: str) -> int:
+    """The error, once where a person reads it (and in a job's log)."""
+    if args.log:
+        log.error("%s", message)
+    print(f"ngprecomputed: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handlers = [logging.StreamHandler(sys.stderr)]
@@ -437,12 +447,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         handlers=handlers,
     )
+    logging.raiseExceptions = False  # a log on a full disk must not print a traceback
     try:
         args.func(args)
     except InputError as e:
-        log.error("%s", e)
-        print(f"ngprecomputed: error: {e}", file=sys.stderr)
-        return 1
+        return _error(args, str(e))
+    except OSError as e:
+        message = system_fault(e)
+        if message is None:
+            raise
+        dataset = getattr(args, "dataset", None)
+        if isinstance(dataset, str):
+            message = f"dataset {dataset}: {message}"
+        return _error(args, message)
     finally:
         if args.log:  # a workflow job: its log ends with its peak memory
             log.info("peak memory %.0f MiB", peak_rss_mib())

@@ -31,6 +31,7 @@ Standard library only: a :class:`http.server.ThreadingHTTPServer` (daemon thread
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import mimetypes
 import os
@@ -40,6 +41,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
+
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +295,15 @@ def make_server(
     ``client``: a Neuroglancer web client folder, served under ``/v/ngprecomputed/``."""
     root = Path(root)
     if not root.is_dir():
-        raise NotADirectoryError(root)
-    return PrecomputedServer(root, (host, port), client)
+        raise InputError(f"{root}: not a folder")
+    try:
+        return PrecomputedServer(root, (host, port), client)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} on {host} is in use: choose another (--port)") from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise InputError(f"{host} is not an address of this machine (--host)") from None
+        raise
 
 
 def base_url(host: str, port: int) -> str:

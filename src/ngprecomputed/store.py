@@ -5,6 +5,7 @@ job leaves at most a ``.part`` file that its rerun overwrites. The name of the t
 fixed per chunk (not per process), so a rerun leaves nothing behind.
 """
 
+import errno
 import gzip
 import json
 import os
@@ -16,6 +17,7 @@ import numpy as np
 
 from .chunks import Box, Grid, chunk_name
 from .encodings import codec
+from .errors import InputError, system_fault
 from .sharding import (
     ShardingSpec,
     ShardReader,
@@ -28,16 +30,42 @@ from .sharding import (
 
 @contextmanager
 def atomic_file(path: Path):
-    """A file opened for writing under its temporary name, renamed to ``path`` when done."""
+    """A file opened for writing under its temporary name, renamed to ``path`` when done; on
+    any failure (a full disk included) the temporary file is removed and the error names
+    ``path``."""
     tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as f:
-        yield f
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:
+            e.filename = str(path)  # a failed write says only "No space left on device"
+        raise
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     with atomic_file(path) as f:
         f.write(data)
+
+
+def check_writable(folder: Path) -> None:
+    """Stop before any job, in one line, when ``folder`` (or the folder it would be made in)
+    cannot be written: a read-only file system, no permission, not a folder."""
+    folder = Path(folder)
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    fault = None
+    if not existing.is_dir():
+        raise InputError(f"results folder {folder}: {existing} is not a folder")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        fault = errno.EROFS
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        fault = errno.EACCES
+    if fault is not None:
+        raise InputError(f"results folder {system_fault(OSError(fault, '', str(existing)))}")
 
 
 class ScaleStore:

@@ -19,6 +19,7 @@ from ngprecomputed.resources import (
 )
 from ngprecomputed.sheet import config_rows, datasets_from_rows, load_schema, read_rows
 from ngprecomputed.sources import is_precomputed, open_source
+from ngprecomputed.store import check_writable
 from ngprecomputed.summary import failures
 
 SCHEMAS = WORKFLOW_ROOT / "workflow" / "schemas"
@@ -33,6 +34,10 @@ for _key, _value in yaml.safe_load(
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 RESULTS = Path(config["results"])
+try:
+    check_writable(RESULTS)
+except InputError as e:
+    sys.exit(f"ngprecomputed: error: {e}")
 WORK = RESULTS / ".work"
 LOGS = RESULTS / "logs"
 STARTED = time.time()

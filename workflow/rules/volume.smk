@@ -45,6 +45,7 @@ rule gzip_index:
         source=source_spec,
     shell:
         "ngprecomputed --log {log:q} gzindex {params.source:q} {output:q}"
+        " --dataset {wildcards.dataset}"
 
 
 rule decompress:
@@ -67,6 +68,7 @@ rule decompress:
         source=source_spec,
     shell:
         "ngprecomputed --log {log:q} decompress {params.source:q} {output:q}"
+        " --dataset {wildcards.dataset}"
 
 
 rule pyramid:

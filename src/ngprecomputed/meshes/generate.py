@@ -29,7 +29,6 @@ record) and records them; ``write_meshes`` then writes every segment's manifest 
 
 import json
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from ..chunks import Box
 from ..errors import InputError
 from ..plan import MESH_DIR, NAMES_DIR, Plan
 from ..sources import open_source
-from ..store import write_atomic, write_manifest
+from ..store import atomic_file, write_atomic, write_manifest
 from ..values import to_stored
 from . import multilod
 from .legacy import fragment_bytes, manifest_name, write_mesh_info
@@ -204,8 +203,7 @@ def _region_nodes(labels, corner, cubes: Box, regions: Regions, resolution, reco
     entries, offset = [], 0
     data = record.with_suffix(".bin")
     data.parent.mkdir(parents=True, exist_ok=True)
-    tmp = data.with_name(f".{data.name}.part")
-    with open(tmp, "wb") as out:
+    with atomic_file(data) as out:
         for lod in range(LODS):
             node = chunk * 2**lod
             block = chunk * 2 ** max(lod - 1, 0)  # meshed on its own: a lod-0 node, or a child
@@ -223,7 +221,6 @@ def _region_nodes(labels, corner, cubes: Box, regions: Regions, resolution, reco
                 out.write(encoded)
                 entries.append([label, lod, *position, offset, len(encoded)])
                 offset += len(encoded)
-    os.replace(tmp, data)
     return entries
 
 
@@ -276,13 +273,11 @@ def _write_multilod(read: list[dict], regions: Regions, records: Path, mesh_dir:
         codes = multilod.morton(np.array([p for _, p, *_ in items]))
         items = [items[i] for i in np.lexsort((codes, [lod for lod, *_ in items]))]
         data = mesh_dir / str(label)
-        tmp = data.with_name(f".{data.name}.part")
-        with open(tmp, "wb") as out:
+        with atomic_file(data) as out:
             for _, _, region, offset, size in items:
                 with open(records / f"region{region}.bin", "rb") as f:
                     f.seek(offset)
                     out.write(f.read(size))
-        os.replace(tmp, data)
         fragments = [[(p, size) for lod, p, _, _, size in items if lod == k] for k in range(LODS)]
         index = multilod.manifest_bytes(regions.chunk, (-0.5,) * 3, scales, fragments)
         write_atomic(mesh_dir / f"{label}.index", index)

@@ -22,7 +22,7 @@ import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
 from ..chunks import Box
-from ..errors import InputError
+from ..errors import InputError, system_fault
 
 log = logging.getLogger(__name__)
 
@@ -341,15 +341,16 @@ def decompress(path: Path, out: Path) -> None:
     section instead of decompressing whole sections of their z range each."""
     from isal import igzip  # Intel's ISA-L: 4x Python's zlib here
 
+    from ..store import atomic_file
+
     data = image_file(path)
-    tmp = out.with_name(f".{out.name}.part")
     try:
-        with igzip.open(data, "rb") as src, open(tmp, "wb") as dst:
+        with igzip.open(data, "rb") as src, atomic_file(out) as dst:
             shutil.copyfileobj(src, dst, 2**22)
-    except (EOFError, OSError, gzip.BadGzipFile) as e:
-        tmp.unlink(missing_ok=True)
+    except (EOFError, OSError) as e:
+        if isinstance(e, OSError) and system_fault(e):
+            raise  # the disk's fault, not the file's
         raise InputError(f"{data}: cannot decompress ({_short(e)}); truncated?") from None
-    tmp.replace(out)
 
 
 def image_file(path: Path) -> Path:
@@ -370,5 +371,7 @@ def build_gzip_index(path: Path, out: Path, spacing: int = 4 * 2**20) -> None:
             f.export_index(str(tmp))
     except (EOFError, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and system_fault(e):
+            raise
         raise InputError(f"{data}: cannot decompress ({_short(e)}); truncated?") from None
     tmp.replace(out)
