@@ -1,6 +1,7 @@
 # Config, sample sheet and per-dataset plans. Plans come from file headers at parse time; a
 # source that does not exist yet (made by a host workflow's rule) is planned by the `plan`
 # checkpoint once it does.
+import os
 import re
 import sys
 import threading
@@ -23,6 +24,11 @@ from ngprecomputed.store import check_writable
 from ngprecomputed.summary import failures
 
 SCHEMAS = WORKFLOW_ROOT / "workflow" / "schemas"
+
+# Jobs run the `ngprecomputed` of the environment Snakemake runs in, activated or not.
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]
+)
 
 for _key, _value in yaml.safe_load(
     (WORKFLOW_ROOT / "config" / "config.yaml").read_text()
