@@ -76,7 +76,12 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
     """Run the real workflow (a separate Snakemake process) from ``cwd``."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", *args]
     proc = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=1800,  # a hang fails the test instead of blocking CI
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -18,6 +18,7 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 COMMANDS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "munged", "munge")
 CONF = Path("/etc/slurm/slurm.conf")
 CTLD_LOG = Path("/var/log/slurm/slurmctld.log")
+JOBCOMP = Path("/var/log/slurm/jobcomp.txt")  # SLURM's own record of every job that ended
 SLURMD_LOG = Path("/var/log/slurm/slurmd.log")
 PID_FILES = {"slurmctld": Path("/run/slurmctld.pid"), "slurmd": Path("/run/slurmd.pid")}
 PARTITION = "debug"
@@ -77,7 +78,7 @@ def _start_munge() -> None:
 
 def conf_text() -> str:
     """slurm.conf for one node: this host, its CPUs, half its memory; no accounting daemon
-    (so no sacct history: jobs are seen by squeue for MinJobAge seconds after they end)."""
+    (no sacct), but every job that ends is recorded in ``JOBCOMP``."""
     host = socket.gethostname().split(".")[0]
     mem_kb = next(
         int(line.split()[1])
@@ -106,6 +107,8 @@ DefMemPerCPU=1000
 MinJobAge=600
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={JOBCOMP}
 SlurmctldDebug=info
 SlurmctldLogFile={CTLD_LOG}
 SlurmdLogFile={SLURMD_LOG}
@@ -197,10 +200,14 @@ def ensure_slurm() -> None:
     _wait_ready(socket.gethostname().split(".")[0])
 
 
-def completed_job_ids(ctld_log: str) -> set[str]:
-    """Job ids that slurmctld's log text says finished with exit status 0."""
-    ids = set()
-    for line in ctld_log.splitlines():
-        if "_job_complete: JobId=" in line and "WEXITSTATUS 0" in line:
-            ids.add(line.split("JobId=", 1)[1].split()[0])
-    return ids
+def ended_jobs() -> dict[str, dict[str, str]]:
+    """SLURM's job completion records (``jobcomp/filetxt``: one ``key=value`` line per job that
+    ended), by job id."""
+    if not JOBCOMP.exists():
+        return {}
+    jobs = {}
+    for line in JOBCOMP.read_text(errors="replace").splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if "JobId" in fields:
+            jobs[fields["JobId"]] = fields
+    return jobs

@@ -25,10 +25,11 @@ def test_input_errors_are_one_line_and_exit_1(tmp_path, capsys):
     code = main(["plan", str(bad), "--dataset", "x", "--out", str(tmp_path / "p.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
-    assert [ln for ln in err if "error" in ln] == [
-        f"ngprecomputed: error: dataset x: {bad}: nibabel cannot read it as NIfTI-1 "
-        f'(Cannot work out file type of "{bad}")'
-    ]
+    errors = [ln for ln in err if "error" in ln]  # nibabel's own reason follows, in brackets
+    assert len(errors) == 1, err
+    assert errors[0].startswith(
+        f"ngprecomputed: error: dataset x: {bad}: nibabel cannot read it as NIfTI-1 ("
+    ), errors
     assert not (tmp_path / "p.json").exists()
 
 

@@ -381,15 +381,16 @@ READER_CASES = {
 }
 
 
-@pytest.fixture(params=list(READER_CASES))
-def dataset(request, tmp_path, t1):
-    make, encoding, layer_type, lossless = READER_CASES[request.param]
+def make_case(name: str, tmp_path, t1) -> dict:
+    """A reader case written as a dataset, with our own decode of every chunk (what lossy
+    reads are compared with)."""
+    make, encoding, layer_type, lossless = READER_CASES[name]
     volume = np.asfortranarray(make(t1))
-    root = write_dataset(tmp_path / request.param, volume, encoding, layer_type)
-    ours = np.empty_like(volume)  # our own decode of every chunk, to compare lossy reads with
-    for name, box in chunk_boxes(volume.shape):
+    root = write_dataset(tmp_path / name, volume, encoding, layer_type)
+    ours = np.empty_like(volume)
+    for chunk, box in chunk_boxes(volume.shape):
         shape = volume[box].shape
-        ours[box] = codec(encoding).decode((root / "s0" / name).read_bytes(), shape, volume.dtype)
+        ours[box] = codec(encoding).decode((root / "s0" / chunk).read_bytes(), shape, volume.dtype)
     return {
         "root": root,
         "encoding": encoding,
@@ -397,6 +398,11 @@ def dataset(request, tmp_path, t1):
         "ours": ours,
         "lossless": lossless,
     }
+
+
+@pytest.fixture(params=list(READER_CASES))
+def dataset(request, tmp_path, t1):
+    return make_case(request.param, tmp_path, t1)
 
 
 def assert_read_matches(read: np.ndarray, case) -> None:
@@ -415,31 +421,15 @@ def test_tensorstore_reads_our_chunks(dataset):
     assert_read_matches(read_tensorstore(dataset["root"], 0), dataset)
 
 
-def planar_misread(volume) -> np.ndarray:
-    """Each chunk's interleaved pixel stream reshaped as if it were planar ``[x, y, z, c]``."""
-    out = np.empty_like(volume)
-    for _, box in chunk_boxes(volume.shape):
-        chunk = volume[box]
-        out[box] = pixels_by_formula(chunk).reshape(-1).reshape(chunk.shape, order="F")
-    return out
+# CloudVolume 12 cannot read these back, its own writes included: its decoder takes the
+# interleaved pixels of a multi-channel jpeg/png as planar, and pyspng has no 16-bit grey output.
+# TensorStore (above) and the Neuroglancer client (tests/test_viewer.py) read them exactly; they
+# are left out here rather than pinned to CloudVolume's bugs (a fixed release must not fail us).
+CLOUDVOLUME_CANNOT = {"jpeg-3", "png-uint8-2", "png-uint8-3", "png-uint8-4", "png-uint16-1"}
 
 
-def test_cloudvolume_reads_our_chunks(dataset):
-    encoding, volume = dataset["encoding"], dataset["volume"]
-    if encoding == "png" and importlib.util.find_spec("pyspng") is None:
-        pytest.skip("CloudVolume reads png with pyspng: pip install 'cloud-volume[png]'")
-    if encoding in ("jpeg", "png") and volume.shape[3] > 1:
-        # Known disagreement (CloudVolume 12.15): its encoder interleaves channels per pixel as
-        # we, TensorStore and Neuroglancer do, but its decoder reshapes the interleaved pixels as
-        # planar, so it cannot read back its own multi-channel jpeg/png. Pin that exact misread:
-        # if CloudVolume is fixed, this fails and the case joins the others.
-        read = read_cloudvolume(dataset["root"], 0)
-        misread = planar_misread(dataset["ours"]).astype(int)
-        assert np.abs(read.astype(int) - misread).max() <= 1
-    elif encoding == "png" and volume.dtype == np.uint16:
-        # Known disagreement: pyspng (libspng) has no 16-bit grey output format and hands
-        # CloudVolume two samples per pixel; TensorStore and Neuroglancer read it exactly.
-        with pytest.raises(ValueError, match="reshape"):
-            read_cloudvolume(dataset["root"], 0)
-    else:
-        assert_read_matches(read_cloudvolume(dataset["root"], 0), dataset)
+@pytest.mark.parametrize("case", sorted(set(READER_CASES) - CLOUDVOLUME_CANNOT))
+def test_cloudvolume_reads_our_chunks(case, tmp_path, t1):
+    assert importlib.util.find_spec("pyspng"), "CloudVolume reads png with cloud-volume[png]"
+    dataset = make_case(case, tmp_path, t1)
+    assert_read_matches(read_cloudvolume(dataset["root"], 0), dataset)

@@ -7,7 +7,7 @@ from conftest import ROOT
 
 
 def run(*cmd):
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def test_ruff_is_clean():
@@ -21,5 +21,6 @@ def test_snakefmt_is_clean():
 
 
 def test_snakemake_lint_is_clean(tmp_path):
+    """``snakemake --lint`` exits non-zero when it has anything to say."""
     proc = run(sys.executable, "-m", "snakemake", "--lint", "--config", f"results={tmp_path}")
-    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr

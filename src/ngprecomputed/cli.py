@@ -448,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         handlers=handlers,
     )
     logging.raiseExceptions = False  # a log on a full disk must not print a traceback
+    if args.log and os.environ.get("SLURM_JOB_ID"):  # a job's log names its cluster job
+        log.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
     try:
         args.func(args)
     except InputError as e:

@@ -4,6 +4,8 @@ A wheel carries the workflow (Snakefile, rules, schemas, config, profiles) as da
 ``<prefix>/share/ngprecomputed/``; a source checkout has them at its top.
 """
 
+import os
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -19,3 +21,10 @@ def workflow_root() -> Path:
     raise FileNotFoundError(
         f"the ngprecomputed workflow is neither in {_CHECKOUT} nor in {_INSTALLED}"
     )
+
+
+def put_environment_first() -> None:
+    """Jobs run the ``ngprecomputed`` of the environment Snakemake runs in, activated or not
+    (``.venv/bin/snakemake`` without ``activate``): its ``bin`` goes first on ``PATH``."""
+    here = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([here, os.environ.get("PATH", os.defpath)])

@@ -1,7 +1,6 @@
 # Config, sample sheet and per-dataset plans. Plans come from file headers at parse time; a
 # source that does not exist yet (made by a host workflow's rule) is planned by the `plan`
 # checkpoint once it does.
-import os
 import re
 import sys
 import threading
@@ -22,13 +21,11 @@ from ngprecomputed.sheet import config_rows, datasets_from_rows, load_schema, re
 from ngprecomputed.sources import is_precomputed, open_source
 from ngprecomputed.store import check_writable
 from ngprecomputed.summary import failures
+from ngprecomputed.workflow_files import put_environment_first
 
 SCHEMAS = WORKFLOW_ROOT / "workflow" / "schemas"
 
-# Jobs run the `ngprecomputed` of the environment Snakemake runs in, activated or not.
-os.environ["PATH"] = os.pathsep.join(
-    [str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]
-)
+put_environment_first()
 
 for _key, _value in yaml.safe_load(
     (WORKFLOW_ROOT / "config" / "config.yaml").read_text()
