@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import load_info, read_cloudvolume, read_tensorstore, snakemake, write_sheet
+from ngprecomputed.encodings import codec
 
 pytestmark = pytest.mark.workflow
 
@@ -71,7 +72,9 @@ def test_jpeg_is_within_its_documented_error(results):
 
 
 def test_lossy_pyramid_is_made_from_raw(results):
-    """The raw copies a jpeg dataset's later stages read are the raw dataset's own bytes."""
+    """The raw copies a jpeg dataset's later stages read are the raw dataset's own bytes, and
+    every coarse jpeg chunk is exactly the jpeg of the raw pyramid's chunk (a coarse scale made
+    from decoded jpeg would differ)."""
     copies = sorted((results / ".work" / "t1_jpeg" / "raw").iterdir())
     assert copies, "a multi-stage jpeg dataset keeps raw copies of its stage boundaries"
     for folder in copies:
@@ -79,6 +82,16 @@ def test_lossy_pyramid_is_made_from_raw(results):
             assert (
                 chunk.read_bytes() == (results / "t1_raw" / folder.name / chunk.name).read_bytes()
             )
+    info = load_info(results / "t1_jpeg")
+    assert len(info["scales"]) > 2
+    for scale in info["scales"][1:]:
+        chunks = sorted((results / "t1_jpeg" / scale["key"]).iterdir())
+        assert chunks, scale["key"]
+        for chunk in chunks:
+            shape = [hi - lo for lo, hi in (map(int, r.split("-")) for r in chunk.name.split("_"))]
+            raw = (results / "t1_raw" / scale["key"] / chunk.name).read_bytes()
+            array = codec("raw").decode(raw, (*shape, 1), np.uint8)
+            assert chunk.read_bytes() == codec("jpeg").encode(array, quality=90), chunk
 
 
 def test_compressed_segmentation_is_much_smaller_than_raw(results):
