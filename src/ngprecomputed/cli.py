@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import crash
 from .errors import InputError, naming, system_fault
 from .plan import Options, Plan, chunk_counts, make_plan, source_options
 from .pyramid import build_slab
@@ -87,6 +88,7 @@ def cmd_finalize(a) -> None:
             write_segment_properties(a.root / NAMES_DIR, table)
             write_segment_colors(a.root / NAMES_DIR, table.colors)  # the viewer's segmentColors
     write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
+    crash.point("finalize")
     write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())
     log.info("%s: wrote %s", plan.dataset, a.root / "info")
 

@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from . import crash
+
 HASHES = ("identity", "murmurhash3_x86_128")
 ENCODINGS = ("raw", "gzip")
 
@@ -146,6 +148,7 @@ def write_shard_to(f: BinaryIO, spec: ShardingSpec, ids, encoded: Callable[[int]
             if spec.data_encoding == "gzip":
                 data = _gzip(data)
             f.write(data)
+            crash.point("shard")
             table[1, k], table[2, k] = offset - end, len(data)
             offset += len(data)
             end = offset

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import crash
 from .chunks import Box, Grid, chunk_name
 from .encodings import codec
 from .errors import InputError, system_fault
@@ -38,6 +39,7 @@ def atomic_file(path: Path):
         with open(tmp, "wb") as f:
             yield f
         os.replace(tmp, path)
+        crash.point("file")
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not e.filename:

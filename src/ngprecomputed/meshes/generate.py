@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import zmesh
 
+from .. import crash
 from ..chunks import Box
 from ..errors import InputError
 from ..plan import MESH_DIR, NAMES_DIR, Plan
@@ -189,6 +190,7 @@ def mesh_region(
             name = f"{label}_{index}"
             nm = Mesh(mesh.vertices.astype(np.float64) * resolution, mesh.faces)
             write_atomic(mesh_dir / name, fragment_bytes(nm))
+            crash.point("fragment")
             fragments[str(label)] = name
         content = {"region": index, "format": "legacy", "fragments": fragments}
     write_manifest(record, content)
@@ -219,6 +221,7 @@ def _region_nodes(labels, corner, cubes: Box, regions: Regions, resolution, reco
                 origin = -0.5 + np.array(position) * node  # cube 0 starts half a voxel out
                 encoded = multilod.encode_fragment(_joined(meshes), origin, node)
                 out.write(encoded)
+                crash.point("fragment")
                 entries.append([label, lod, *position, offset, len(encoded)])
                 offset += len(encoded)
     return entries
