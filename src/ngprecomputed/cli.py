@@ -285,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ngprecomputed", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--log", type=Path, help="also write the log to this file")
+    p.add_argument("--mem-mb", type=int, help="the memory the job was given (its log compares)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def dataset_args(s):
@@ -465,8 +466,12 @@ def main(argv: list[str] | None = None) -> int:
             message = f"dataset {dataset}: {message}"
         return _error(args, message)
     finally:
-        if args.log:  # a workflow job: its log ends with its peak memory
-            log.info("peak memory %.0f MiB", peak_rss_mib())
+        if args.log:  # a workflow job: its log ends with its peak memory, and what it was given
+            peak = peak_rss_mib()
+            given = f" of {args.mem_mb} MB given (mem_mb)" if args.mem_mb else ""
+            over = args.mem_mb and peak * 2**20 > args.mem_mb * 1e6
+            level = logging.WARNING if over else logging.INFO
+            log.log(level, "peak memory %.0f MiB%s", peak, given)
     return 0
 
 

@@ -23,7 +23,7 @@ rule surfaces:
         root=lambda w: RESULTS / w.dataset,
         colon="" if config["colon_names"] else "--no-colon",
     shell:
-        "ngprecomputed --log {log:q} surfaces {params.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} surfaces {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --root {params.root:q} --manifest {output:q}"
         " {params.colon}"
 
@@ -53,7 +53,7 @@ rule mesh_region:
         voxels=config["mesh_region_voxels"],
         gzip_index=gzip_index_arg,
     shell:
-        "ngprecomputed --log {log:q} mesh-region {params.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} mesh-region {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --region {wildcards.region}"
         " --region-voxels {params.voxels} --root {params.root:q} --manifest {output:q}"
         " {params.gzip_index}"
@@ -84,7 +84,7 @@ rule meshes:
         regions=lambda w: WORK / w.dataset / "meshes",
         colon="" if config["colon_names"] else "--no-colon",
     shell:
-        "ngprecomputed --log {log:q} meshes {params.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} meshes {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --region-voxels {params.voxels}"
         " --regions {params.regions:q} --root {params.root:q} --manifest {output:q}"
         " {params.colon}"
@@ -105,4 +105,4 @@ rule vtk_mesh:
         mem_mb=lambda w, attempt: 1000 * attempt,
         runtime=10,
     shell:
-        "ngprecomputed --log {log:q} vtk {input:q} {output:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} vtk {input:q} {output:q} --dataset {wildcards.dataset}"

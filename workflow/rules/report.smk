@@ -28,4 +28,4 @@ rule qc:
     params:
         root=lambda w: RESULTS / w.dataset,
     shell:
-        "ngprecomputed --log {log:q} qc {params.root:q} --out {output:q}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} qc {params.root:q} --out {output:q}"

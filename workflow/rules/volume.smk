@@ -21,7 +21,7 @@ checkpoint plan:
         source=source_spec,
         options=options_json,
     shell:
-        "ngprecomputed --log {log:q} plan {params.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} plan {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --out {output:q}"
 
 
@@ -44,7 +44,7 @@ rule gzip_index:
     params:
         source=source_spec,
     shell:
-        "ngprecomputed --log {log:q} gzindex {params.source:q} {output:q}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} gzindex {params.source:q} {output:q}"
         " --dataset {wildcards.dataset}"
 
 
@@ -67,7 +67,7 @@ rule decompress:
     params:
         source=source_spec,
     shell:
-        "ngprecomputed --log {log:q} decompress {params.source:q} {output:q}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} decompress {params.source:q} {output:q}"
         " --dataset {wildcards.dataset}"
 
 
@@ -97,7 +97,7 @@ rule pyramid:
         gzip_index=gzip_index_arg,
         decompressed=decompressed_arg,
     shell:
-        "ngprecomputed --log {log:q} build {params.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} build {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --stage {wildcards.stage} --slab {wildcards.slab}"
         " --root {params.root:q} --manifest {output:q} {params.gzip_index}"
         " {params.decompressed}"
@@ -132,7 +132,7 @@ rule finalize:
         scratch=lambda w: WORK / w.dataset / "raw",
         gzip_index=gzip_index_arg,
     shell:
-        "ngprecomputed --log {log:q} finalize {params.source:q} --dataset {wildcards.dataset}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} finalize {params.source:q} --dataset {wildcards.dataset}"
         " --options {params.options:q} --root {params.root:q}"
         " {params.gzip_index} --scratch {params.scratch:q}"
 
@@ -165,7 +165,7 @@ rule reencode:
             "--shard identity" if DATASETS[w.dataset].options.sharded else ""
         ),
     shell:
-        "ngprecomputed --log {log:q} reencode {params.source:q} {params.root:q}"
+        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} reencode {params.source:q} {params.root:q}"
         " $([ -n '{params.encoding}' ] && echo --encoding {params.encoding})"
         " --jpeg-quality {params.quality} --block-size {params.block} {params.gzip}"
         " {params.shard}"
