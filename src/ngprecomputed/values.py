@@ -59,7 +59,8 @@ def _labels(array: np.ndarray, out: np.dtype, plan: Plan) -> np.ndarray:
     return array.astype(out)
 
 
-SAMPLE_VOXELS = 16  # voxels of each scale-0 slab checked against nibabel
+SAMPLE_BOXES = 4  # small boxes of each scale-0 slab checked against nibabel (one read each)
+SAMPLE_EDGE = (3, 3, 2)
 
 
 class ValueMismatch(InputError):
@@ -67,35 +68,38 @@ class ValueMismatch(InputError):
     before anything is written."""
 
 
-def check_sample(source, plan: Plan, box, stored: np.ndarray, n: int = SAMPLE_VOXELS) -> None:
-    """A few voxels of ``stored`` (scale 0 of ``box``, about to be written) against what
-    nibabel itself returns for them: the documented conversion of nibabel's values, and, when
-    the plan keeps values as they are (``plan.exact``), those values up to float32 rounding."""
+def check_sample(source, plan: Plan, box, stored: np.ndarray, n: int = SAMPLE_BOXES) -> None:
+    """A few small boxes of ``stored`` (scale 0 of ``box``, about to be written), its corners
+    among them, against what nibabel itself returns for them: the documented conversion of
+    nibabel's values, and, when the plan keeps values as they are (``plan.exact``), those values
+    up to float32 rounding."""
     lo = np.array([b[0] for b in box])
     hi = np.array([b[1] for b in box])
+    edge = np.minimum(SAMPLE_EDGE, hi - lo)
     rng = np.random.default_rng([*lo, *hi])
-    points = np.unique(np.vstack([lo, hi - 1, rng.integers(lo, hi, size=(n - 2, 3))]), axis=0)
-    want = source.nibabel_values(points)  # [n, channel]
-    got = stored[tuple((points - lo).T)]
-    converted = to_stored(want.reshape(len(points), 1, 1, -1), plan).reshape(got.shape)
-    bad = ~_same(got, converted)
-    if plan.exact and np.dtype(plan.data_type).kind in "iuf":
-        wide = want.astype(np.float64)
-        bad |= ~np.isclose(
-            got.astype(np.float64),
-            wide,
-            rtol=2e-7,
-            atol=float(np.finfo(np.float32).tiny),
-            equal_nan=True,
-        )
-    if bad.any():
-        i, c = (int(v[0]) for v in np.nonzero(bad))
-        raise ValueMismatch(
-            f"dataset {plan.dataset}: {plan.source}: voxel {tuple(int(v) for v in points[i])}"
-            f"{f' channel {c}' if got.shape[1] > 1 else ''} would be written as {got[i, c]!r}"
-            f" but nibabel reads {want[i, c]!r}; nothing was written (a bug: please report it;"
-            " data_type or input_min/input_max convert with rounding)"
-        )
+    starts = [lo, hi - edge, *(rng.integers(lo, hi - edge + 1) for _ in range(n - 2))]
+    for start in starts:
+        sub = [(int(a), int(a + e)) for a, e in zip(start, edge, strict=True)]
+        want = source.nibabel_values(sub)
+        got = stored[tuple(slice(a - o, b - o) for (a, b), o in zip(sub, lo, strict=True))]
+        bad = ~_same(got, to_stored(want, plan))
+        if plan.exact and np.dtype(plan.data_type).kind in "iuf":
+            bad |= ~np.isclose(
+                got.astype(np.float64),
+                want.astype(np.float64),
+                rtol=2e-7,
+                atol=float(np.finfo(np.float32).tiny),
+                equal_nan=True,
+            )
+        if bad.any():
+            at = tuple(int(v) for v in np.argwhere(bad)[0])
+            voxel = tuple(int(v) for v in np.add(start, at[:3]))
+            channel = f" channel {at[3]}" if got.shape[3] > 1 else ""
+            raise ValueMismatch(
+                f"dataset {plan.dataset}: {plan.source}: voxel {voxel}{channel} would be written"
+                f" as {got[at]!r} but nibabel reads {want[at]!r}; nothing was written (a bug:"
+                " please report it; data_type or input_min/input_max convert with rounding)"
+            )
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -316,16 +316,12 @@ class VolumeSource:
             raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
         return self._as_channels(data, box_shape)
 
-    def nibabel_values(self, points: np.ndarray) -> np.ndarray:
-        """nibabel's own values at ``points`` (``[n, 3]`` voxel indices), ``[n, channel]``:
-        one proxy read per voxel, none of this reader's faster paths; a job checks what it
-        writes against these."""
-        out = []
+    def nibabel_values(self, box: Box) -> np.ndarray:
+        """nibabel's own values in ``box``, ``[x, y, z, channel]``: one proxy read, none of
+        this reader's faster paths; a job checks what it writes against these."""
         with self._image() as img:
-            for p in points:
-                index = self._slicer([(int(v), int(v) + 1) for v in p])
-                out.append(self._as_channels(np.asanyarray(img.dataobj[index]), (1, 1, 1)))
-        return np.concatenate([v.reshape(1, -1) for v in out])
+            data = np.asanyarray(img.dataobj[self._slicer(box)])
+        return self._as_channels(data, tuple(hi - lo for lo, hi in box))
 
 
 _PLAIN_PROXIES = (ArrayProxy, nib.brikhead.AFNIArrayProxy)
