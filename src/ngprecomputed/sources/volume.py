@@ -58,10 +58,6 @@ def compression(path: Path) -> str | None:
     return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
 
 
-def is_gzip(path: Path) -> bool:
-    return compression(path) == "gzip"
-
-
 def _classes():
     return [*nib.all_image_classes, nib.ecat.EcatImage]  # nib.load does not try ECAT
 
