@@ -14,6 +14,11 @@ import subprocess
 import time
 from pathlib import Path
 
+# Debian puts the daemons in /usr/sbin, which a non-login shell's PATH may lack.
+for _sbin in ("/usr/sbin", "/sbin"):
+    if _sbin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _sbin
+
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 COMMANDS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "munged", "munge")
 CONF = Path("/etc/slurm/slurm.conf")
