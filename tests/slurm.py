@@ -82,8 +82,10 @@ def _start_munge() -> None:
 
 
 def conf_text() -> str:
-    """slurm.conf for one node: this host, its CPUs, half its memory; no accounting daemon
-    (no sacct), but every job that ends is recorded in ``JOBCOMP``."""
+    """slurm.conf for one node: this host, its CPUs, half its memory; memory enforced (a step
+    whose processes' resident memory exceeds what its job asked for is killed, sampled every
+    second: no cgroups needed here); no accounting daemon (no sacct), but every job that ends
+    is recorded in ``JOBCOMP``."""
     host = socket.gethostname().split(".")[0]
     mem_kb = next(
         int(line.split()[1])
@@ -110,7 +112,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 MinJobAge=600
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={JOBCOMP}

@@ -103,6 +103,10 @@ def test_slurm_profile_runs_every_job_through_sbatch_and_matches_a_local_run(
             log,
             record,
         )
+    # SLURM enforces memory here (tests/slurm.py): no job of the run was killed and retried.
+    here = str(tmp_path / "cluster")
+    states = [r["JobState"] for r in ended.values() if r.get("WorkDir") == here]
+    assert states and set(states) == {"COMPLETED"}, states
     # The small jobs went out grouped: fewer SLURM jobs than workflow jobs.
     assert len(set(job_of.values())) < len(job_of), job_of
 
@@ -112,3 +116,38 @@ def test_slurm_profile_runs_every_job_through_sbatch_and_matches_a_local_run(
     assert sorted(on_slurm) == sorted(local)
     different = [name for name in local if on_slurm[name] != local[name]]
     assert not different, different
+
+
+def test_a_job_given_too_little_memory_is_killed_by_slurm_and_its_retry_succeeds(
+    tmp_path, data, cluster
+):
+    """The finalize job asks for 100 MB on its first attempt (too little: the Snakemake that runs
+    it inside the job alone takes more); SLURM kills it, the profile's retry asks for more and
+    the dataset comes out as a local run's."""
+    sheet = write_sheet(
+        tmp_path / "sheet.csv", [{"dataset": "t1", "path": data["mni_t1"], "type": "image"}]
+    )
+    config = ["results/t1/info", "--config", f"samples={sheet}", "results=results"]
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "local").mkdir()
+    on_cluster = start_on_slurm(
+        tmp_path / "cluster",
+        *config,
+        "--set-resources",
+        "finalize:mem_mb=100 if attempt == 1 else 3000",
+    )
+    snakemake(tmp_path / "local", *config)
+    code = on_cluster.wait(timeout=900)
+    out = (tmp_path / "cluster" / "snakemake.log").read_text()
+    assert code == 0, f"snakemake on SLURM failed:\n{out[-6000:]}"
+    runs = sorted(
+        (int(job), r)
+        for job, r in ended_jobs().items()
+        if r.get("WorkDir") == str(tmp_path / "cluster")
+    )
+    assert [r["JobState"] for _, r in runs] == ["FAILED", "COMPLETED"], runs
+    assert runs[0][1]["ExitCode"].endswith(":9"), runs[0]  # killed (SIGKILL) for its memory
+    assert runs[0][1]["Tres"].split("mem=")[1].startswith("100M"), runs[0]
+    assert result_files(tmp_path / "cluster" / "results") == result_files(
+        tmp_path / "local" / "results"
+    )

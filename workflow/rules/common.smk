@@ -12,6 +12,7 @@ import yaml
 from ngprecomputed.errors import InputError
 from ngprecomputed.plan import Options, Plan, make_plan, source_options
 from ngprecomputed.resources import (
+    IN_JOB_SNAKEMAKE_MB,
     SMALL_JOB_MEM_MB,
     gzip_index_runtime_min,
     job_mem_mb,
@@ -37,6 +38,15 @@ for _key, _value in yaml.safe_load(
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 RESULTS = Path(config["results"])
+
+
+def in_job_mb():
+    """A cluster job's memory also holds the Snakemake that runs the job inside it (asked when
+    jobs are submitted: the executor is known by then, not while the Snakefile is parsed).
+    """
+    return IN_JOB_SNAKEMAKE_MB if getattr(workflow, "non_local_exec", False) else 0
+
+
 try:
     check_writable(RESULTS)
 except InputError as e:

@@ -15,7 +15,8 @@ rule surfaces:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: job_mem_mb(plan_of(w.dataset), 0, 0, attempt),
+        mem_mb=lambda w, attempt: in_job_mb()
+        + job_mem_mb(plan_of(w.dataset), 0, 0, attempt),
         runtime=lambda w, attempt: job_runtime_min(plan_of(w.dataset), 0, 0, attempt),
     params:
         source=source_spec,
@@ -44,7 +45,7 @@ rule mesh_region:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: mesh_region_resources(w, attempt)[0],
+        mem_mb=lambda w, attempt: in_job_mb() + mesh_region_resources(w, attempt)[0],
         runtime=lambda w, attempt: mesh_region_resources(w, attempt)[1],
     params:
         source=source_spec,
@@ -73,7 +74,7 @@ rule meshes:
         "../envs/ngprecomputed.yaml"
     resources:
         # the regions' records in memory, fragments copied one at a time
-        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * 2 * attempt,
+        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * 2 * attempt,
         runtime=lambda w, attempt: (10 + mesh_regions(w.dataset).count // 100)
         * 2 ** (attempt - 1),
     params:
@@ -102,7 +103,7 @@ rule vtk_mesh:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: 1000 * attempt,
+        mem_mb=lambda w, attempt: in_job_mb() + 1000 * attempt,
         runtime=10,
     shell:
         "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} vtk {input:q} {output:q} --dataset {wildcards.dataset}"

@@ -23,7 +23,7 @@ rule qc:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: qc_mem_mb(attempt=attempt),
+        mem_mb=lambda w, attempt: in_job_mb() + qc_mem_mb(attempt=attempt),
         runtime=lambda w, attempt: qc_runtime_min(scale0_voxels(w.dataset), attempt),
     params:
         root=lambda w: RESULTS / w.dataset,

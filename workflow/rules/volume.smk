@@ -15,7 +15,7 @@ checkpoint plan:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
+        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * attempt,
         runtime=10,
     params:
         source=source_spec,
@@ -37,7 +37,7 @@ rule gzip_index:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
+        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * attempt,
         runtime=lambda w, input, attempt: gzip_index_runtime_min(
             sum(Path(f).stat().st_size for f in input.source), attempt
         ),
@@ -60,7 +60,7 @@ rule decompress:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: SMALL_JOB_MEM_MB * attempt,
+        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * attempt,
         runtime=lambda w, input, attempt: gzip_index_runtime_min(
             sum(Path(f).stat().st_size for f in input.source), attempt
         ),
@@ -83,9 +83,8 @@ rule pyramid:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: job_mem_mb(
-            plan_of(w.dataset), int(w.stage), int(w.slab), attempt
-        ),
+        mem_mb=lambda w, attempt: in_job_mb()
+        + job_mem_mb(plan_of(w.dataset), int(w.stage), int(w.slab), attempt),
         runtime=lambda w, attempt: job_runtime_min(
             plan_of(w.dataset), int(w.stage), int(w.slab), attempt
         ),
@@ -119,7 +118,8 @@ rule finalize:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: job_mem_mb(
+        mem_mb=lambda w, attempt: in_job_mb()
+        + job_mem_mb(
             plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0, attempt
         ),
         runtime=lambda w, attempt: job_runtime_min(
@@ -152,7 +152,8 @@ rule reencode:
     threads: workflow.cores
     resources:
         # processes of ~50 MiB that each hold a chunk or two
-        mem_mb=lambda w, threads, attempt: (SMALL_JOB_MEM_MB + 100 * threads) * attempt,
+        mem_mb=lambda w, threads, attempt: in_job_mb()
+        + (SMALL_JOB_MEM_MB + 100 * threads) * attempt,
         runtime=lambda w, attempt: 60 * attempt,
     params:
         source=source_spec,
