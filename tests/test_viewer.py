@@ -496,3 +496,48 @@ def test_webconfig_target(results):
     assert str(results.resolve()) in (out / "nginx.conf").read_text()
     assert "Header" in (out / ".htaccess").read_text()
     assert (out / "apache.conf").stat().st_size > 0
+
+
+def drawn(shown: Shown) -> tuple[np.ndarray, np.ndarray]:
+    """Page rows and columns of the drawn (not black) pixels in the panel's inner part."""
+    b = shown.panel.box
+    top, left = int(b["y"]) + MARGIN, int(b["x"]) + MARGIN
+    bottom, right = int(b["y"] + b["height"]) - MARGIN, int(b["x"] + b["width"]) - MARGIN
+    rows, cols = np.nonzero(shown.pixels[top:bottom, left:right].max(axis=2) > 10)
+    assert len(rows), "nothing drawn"
+    return rows + top, cols + left
+
+
+@pytest.mark.parametrize(
+    ("name", "side"), [("pial", "left"), ("aal", "right")], ids=["mesh-dataset", "atlas-mesh"]
+)
+def test_3d_meshes_are_where_their_surfaces_are(results, view, browser, name, side):
+    """An orthographic 3D view down the z axis (screen x = world x, screen down = world y), zoomed
+    to about 14 pixels a millimetre and centred on the surface's extreme vertex (from nibabel)
+    along x (least), then along y (greatest): the drawn silhouette must end at the panel's
+    centre. Drawn: the
+    pial surface of the mesh dataset (VTK, world nm), and AAL's segment 2002 (a mesh table: the
+    right pial surface in the segmentation's model space, through its transform). Half an AAL
+    voxel (1 mm) would be 14 pixels off."""
+    client, state = decode(view["all"])
+    state.update(showSlices=False, showAxisLines=False, showScaleBar=False)
+    state["layout"] = {"type": "3d", "orthographicProjection": True}
+    state["showDefaultAnnotations"] = False
+    state["projectionOrientation"] = [0, 0, 0, 1]
+    state["projectionScale"] = 40  # the panel's height, in world units (mm)
+    state["layers"] = [dict(layer(state, name))]
+    if name == "aal":
+        state["layers"][0]["segments"] = [str(s) for s, h in MESHED.items() if h == side]
+    vertices = nib.load(package_file(*PIAL[side])).darrays[0].data.astype(np.float64)
+    for axis, pick in ((0, np.argmin), (1, np.argmax)):  # leftmost; bottom (screen y: world y)
+        tip = vertices[pick(vertices[:, axis])]
+        state["position"] = [float(tip[0]), float(tip[1]), float(tip[2])]
+        shown = show(browser, client, state, lambda panel: [])
+        check_network(shown)
+        rows, cols = drawn(shown)
+        centre_col, centre_row = shown.panel.centre
+        px_per_mm = shown.panel.box["height"] / state["projectionScale"]
+        assert px_per_mm > 10
+        edge = cols.min() - centre_col if axis == 0 else rows.max() - centre_row
+        what = "left" if axis == 0 else "bottom"
+        assert abs(edge) <= 2, f"{name}: the {what} edge is {edge} px off"
