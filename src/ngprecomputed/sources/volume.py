@@ -23,6 +23,7 @@ from nibabel.arrayproxy import ArrayProxy
 
 from ..chunks import Box
 from ..errors import InputError, system_fault
+from ..store import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,27 @@ def guess_format(path: Path) -> str | None:
     return by_name
 
 
-def load_image(path: Path):
-    """``nib.load``, ECAT included; one line naming the file and its format if it fails."""
-    fmt = guess_format(path)
+def _load(path: Path):
     try:
-        img = nib.ecat.load(path) if fmt == "ECAT 7" else nib.load(path)
+        return nib.load(path)
+    except nib.filebasedimages.ImageFileError:
+        if Path(path).suffix.lower() in nib.ecat.EcatImage.valid_exts:
+            return nib.ecat.load(path)  # nib.load does not try ECAT
+        raise
+
+
+def load_image(path: Path):
+    """``nib.load``, ECAT included; one line naming the file and its format if it fails (the
+    format is guessed only then: sniffing every class costs half a load)."""
+    try:
+        img = _load(path)
     except Exception as e:  # nibabel raises many types for unreadable files
+        fmt = guess_format(path)
         what = f"nibabel cannot read it as {fmt}" if fmt else "not a format nibabel reads"
         raise InputError(f"{path}: {what} ({_short(e)})") from None
     if not isinstance(img, nib.spatialimages.SpatialImage):
-        raise InputError(f"{path}: a {fmt or type(img).__name__} file, not a volume")
+        name = FORMATS.get(type(img).__name__, type(img).__name__)
+        raise InputError(f"{path}: a {name} file, not a volume")
     return img
 
 
@@ -152,8 +164,7 @@ class VolumeSource:
         self._other_shape = tuple(file_shape[i] for i in self._other)
         # RGB(A) voxels (NIfTI RGB24/RGBA32: one field per colour) are channels, like 4D volumes
         self._fields = list(raw_dtype.names or ())
-        extra = int(np.prod([file_shape[i] for i in self._other], dtype=np.int64))
-        channels = len(self._fields) or extra
+        channels = len(self._fields) or int(np.prod(self._other_shape, dtype=np.int64))
         spatial = [file_shape[i] for i in self._spatial]
         self.shape = (*spatial, *([1] * (3 - len(spatial))), channels)
         if self._fields:
@@ -258,7 +269,8 @@ class VolumeSource:
             return None
         if proxy.order != "F" or getattr(proxy, "scaling", None) is not None:
             return None
-        return None if compression(Path(name)) else name
+        # the decompressed copy is plain by construction; an index's stream has no file name
+        return None if img is self._img and self.compression else name
 
     def _read_rows(self, img, name: str, slicer: tuple) -> np.ndarray:
         """A box whose x range is not whole rows (a cube of a sharded dataset), read plane by
@@ -333,15 +345,19 @@ def decompress(path: Path, out: Path) -> None:
     section instead of decompressing whole sections of their z range each."""
     from isal import igzip  # Intel's ISA-L: 4x Python's zlib here
 
-    from ..store import atomic_file
-
     data = image_file(path)
+    with _decompressing(data), igzip.open(data, "rb") as src, atomic_file(out) as dst:
+        shutil.copyfileobj(src, dst, 2**22)
+
+
+@contextmanager
+def _decompressing(data: Path):
+    """A damaged compressed file as one line; a full or read-only disk stays the disk's fault."""
     try:
-        with igzip.open(data, "rb") as src, atomic_file(out) as dst:
-            shutil.copyfileobj(src, dst, 2**22)
-    except (EOFError, OSError) as e:
+        yield
+    except (EOFError, OSError, ValueError) as e:
         if isinstance(e, OSError) and system_fault(e):
-            raise  # the disk's fault, not the file's
+            raise
         raise InputError(f"{data}: cannot decompress ({_short(e)}); truncated?") from None
 
 
@@ -358,12 +374,10 @@ def build_gzip_index(path: Path, out: Path, spacing: int = 4 * 2**20) -> None:
     data = image_file(path)
     tmp = out.with_name(out.name + ".tmp")
     try:
-        with indexed_gzip.IndexedGzipFile(str(data), spacing=spacing) as f:
+        with _decompressing(data), indexed_gzip.IndexedGzipFile(str(data), spacing=spacing) as f:
             f.build_full_index()
             f.export_index(str(tmp))
-    except (EOFError, OSError, ValueError) as e:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and system_fault(e):
-            raise
-        raise InputError(f"{data}: cannot decompress ({_short(e)}); truncated?") from None
+        raise
     tmp.replace(out)
