@@ -185,6 +185,20 @@ def check_pyramid(dataset: Path) -> dict:
     return {"info": info, "scale0": first}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def slurm_up_if_installed():
+    """Snakemake's SLURM plugin runs `scontrol show config` at every start: with SLURM
+    installed (tests/slurm.py installs it) but its daemons down, as on a machine that ran the
+    SLURM test in an earlier session, that waits 9 s for every Snakemake of the suite. So an
+    installed SLURM is started (on a fresh machine nothing is installed until test_slurm)."""
+    import shutil
+
+    import slurm
+
+    if shutil.which("slurmctld") and slurm._pid("slurmctld") is None and os.geteuid() == 0:
+        slurm.ensure_slurm()
+
+
 @pytest.fixture(scope="session")
 def data():
     """Real files from installed packages, by short name."""

@@ -11,7 +11,7 @@ def run(*cmd):
 
 
 def test_ruff_is_clean():
-    proc = run(sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks")
+    proc = run(sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "workflow")
     assert proc.returncode == 0, proc.stdout
 
 

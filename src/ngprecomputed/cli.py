@@ -5,17 +5,15 @@ exit with status 1; anything else is a bug and shows its traceback.
 """
 
 import argparse
-import json
 import logging
 import os
-import resource
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import crash
-from .errors import InputError, naming, system_fault
+from .errors import InputError, naming
+from .job import job
 from .plan import Options, Plan, chunk_counts, make_plan, source_options
 from .pyramid import build_slab
 from .sources import open_source
@@ -71,26 +69,34 @@ def cmd_build(a) -> None:
 def cmd_finalize(a) -> None:
     """Build the last stage when it is one slab (it runs after every other job), then write
     ``transform.json`` and, last, ``info``."""
+    from .engine import finish
+
     plan = planned(a)
     last = len(plan.stages) - 1
     if plan.stages[last].count == 1:
         with naming(plan.dataset):
             build_slab(plan, a.root, last, 0, gzip_index=a.gzip_index, scratch=a.scratch)
-    a.root.mkdir(parents=True, exist_ok=True)
-    labels = Options.from_json(a.options).labels
-    if labels:
-        from .labels import read_label_table, write_segment_properties
-        from .plan import NAMES_DIR
-        from .viewer import write_segment_colors
+    finish(plan, a.root, Options.from_json(a.options).labels)
 
-        with naming(plan.dataset):
-            table = read_label_table(labels)
-            write_segment_properties(a.root / NAMES_DIR, table)
-            write_segment_colors(a.root / NAMES_DIR, table.colors)  # the viewer's segmentColors
-    write_atomic(a.root / "transform.json", json.dumps(plan.transform).encode())
-    crash.point("finalize")
-    write_atomic(a.root / "info", json.dumps(plan.info(), indent=1).encode())
-    log.info("%s: wrote %s", plan.dataset, a.root / "info")
+
+def cmd_convert(a) -> None:
+    """One volume (or slice stack) to a dataset in one process, its slabs over the cores: the
+    same package functions and the same bytes as the workflow, without a sheet."""
+    import tempfile
+
+    from .batches import pooled_plan
+    from .engine import Work, convert
+
+    fields = {k: v for k, v in vars(a).items() if k in Options.__dataclass_fields__}
+    options = Options(**{k: v for k, v in fields.items() if v is not None})
+    name = a.out.name
+    with naming(name):
+        source = open_source(a.source, **source_options(options))
+        plan, workers = pooled_plan(name, source, options, a.processes)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=a.out.parent) as scratch:
+        convert(Work(plan, a.out, Path(scratch), labels=options.labels), workers)
+    log.info("%s: %d scales, %d slabs, %d workers", a.out, len(plan.scales), plan.jobs, workers)
 
 
 def cmd_surfaces(a) -> None:
@@ -269,18 +275,6 @@ def cmd_run(a) -> None:
         raise SystemExit(code)
 
 
-def peak_rss_mib() -> float:
-    """This program's peak resident memory, exact (Snakemake's sampled benchmark misses short
-    jobs). VmHWM starts afresh at exec; ru_maxrss would include the forking Snakemake's."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ngprecomputed", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -297,6 +291,31 @@ def parser() -> argparse.ArgumentParser:
     dataset_args(s)
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser(
+        "convert",
+        help="convert one volume or slice stack, no sheet (slabs over the cores)",
+        description="The sheet's columns are options; the output folder's name is the dataset's.",
+    )
+    s.add_argument("source", help="a volume file, or a slice stack (folders/patterns, ';')")
+    s.add_argument("out", type=Path, help="the dataset folder to write")
+    s.add_argument("--type", choices=["image", "segmentation"], default="image")
+    s.add_argument("--data-type", help="stored data type (default: the source's, see README)")
+    s.add_argument("--encoding", choices=["raw", "jpeg", "png", "compressed_segmentation"])
+    s.add_argument("--jpeg-quality", type=int)
+    s.add_argument("--block-size", type=lambda v: (int(v),) * 3, help="compressed_segmentation")
+    s.add_argument("--chunk-size", type=lambda v: (int(v),) * 3, help="chunk side (voxels)")
+    s.add_argument("--max-scales", type=int)
+    s.add_argument("--input-min", type=float)
+    s.add_argument("--input-max", type=float)
+    s.add_argument("--gzip", action="store_true", default=None, help="gzip every chunk")
+    s.add_argument("--sharded", action="store_true", default=None)
+    s.add_argument("--labels", help="a label table (segment names and colours)")
+    s.add_argument("--voxel-size", type=lambda v: (float(v),) * 3, help="slice stacks, mm")
+    s.add_argument("--orientation", help="slice stacks: e.g. RIA")
+    s.add_argument("--voxels-per-job", type=int, help="voxels held in memory at once")
+    s.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("gzindex", help="index a gzip-compressed source for random access")
     s.add_argument("source", type=Path)
@@ -431,47 +450,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _error(args, message: str) -> int:
-    """The error, once where a person reads it (and in a job's log)."""
-    if args.log:
-        log.error("%s", message)
-    print(f"ngprecomputed: error: {message}", file=sys.stderr)
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handlers = [logging.StreamHandler(sys.stderr)]
-    if args.log:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        handlers = [logging.FileHandler(args.log, mode="w")]
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        handlers=handlers,
-    )
-    logging.raiseExceptions = False  # a log on a full disk must not print a traceback
-    if args.log and os.environ.get("SLURM_JOB_ID"):  # a job's log names its cluster job
-        log.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
+    dataset = getattr(args, "dataset", None)
     try:
-        args.func(args)
-    except InputError as e:
-        return _error(args, str(e))
-    except OSError as e:
-        message = system_fault(e)
-        if message is None:
-            raise
-        dataset = getattr(args, "dataset", None)
-        if isinstance(dataset, str):
-            message = f"dataset {dataset}: {message}"
-        return _error(args, message)
-    finally:
-        if args.log:  # a workflow job: its log ends with its peak memory, and what it was given
-            peak = peak_rss_mib()
-            given = f" of {args.mem_mb} MB given (mem_mb)" if args.mem_mb else ""
-            over = args.mem_mb and peak * 2**20 > args.mem_mb * 1e6
-            level = logging.WARNING if over else logging.INFO
-            log.log(level, "peak memory %.0f MiB%s", peak, given)
+        with job(
+            args.log, args.mem_mb, dataset if isinstance(dataset, str) else None, args.verbose
+        ):
+            args.func(args)
+    except SystemExit as e:
+        return int(e.code or 0)
     return 0
 
 

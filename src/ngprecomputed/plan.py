@@ -112,6 +112,7 @@ class Plan:
     stages: list[Stage] = field(default_factory=list)
     gzip_index: bool = False
     decompress: bool = False  # stage 0 reads the source decompressed once (sharded, .gz)
+    gzip_source: bool = False  # a gzip-compressed volume file (an index or one decompression)
     sharded: bool = False
     meshes: bool = False  # the info names a mesh folder
     names: bool = False  # the info names a segment properties folder
@@ -561,6 +562,7 @@ def make_plan(dataset: str, source, opts: Options) -> Plan:
     if plan.sharded:
         _with_sharding(plan)
     gzipped = isinstance(source, VolumeSource) and source.seekable_gzip
+    plan.gzip_source = gzipped
     # row slabs seek in a .gz (an index); cube slabs (sharded) would each decompress whole
     # sections of their z range: the file is decompressed once instead
     plan.decompress = gzipped and plan.sharded and plan.stages[0].count > 1

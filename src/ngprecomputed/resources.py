@@ -53,3 +53,28 @@ def gzip_index_runtime_min(compressed_bytes: int, attempt: int = 1) -> int:
     """Wall-time limit of indexing a gzip source (one pass of decompression)."""
     minutes = _MIN_RUNTIME_MIN + int(np.ceil(compressed_bytes / _GZIP_BYTES_PER_S / 60))
     return minutes * 2 ** (attempt - 1)
+
+
+def _largest_job_mb(plan: Plan, attempt: int) -> int:
+    return max(job_mem_mb(plan, s, 0, attempt) for s in range(len(plan.stages)))
+
+
+def pooled_mem_mb(plans: list[Plan], workers: int, qc: bool, attempt: int = 1) -> int:
+    """Peak memory of a job that converts ``plans`` with ``workers`` forked workers: each holds
+    one slab (of the largest datasets when they are many); its QC page after."""
+    from .qc import qc_mem_mb
+
+    largest = sorted((_largest_job_mb(p, attempt) for p in plans), reverse=True)[:workers]
+    work = sum(largest) if len(plans) > 1 else _largest_job_mb(plans[0], attempt) * workers
+    return work + (qc_mem_mb(attempt=attempt) if qc else 0)
+
+
+def pooled_runtime_min(plans: list[Plan], workers: int, attempt: int = 1) -> int:
+    """Wall-time limit of such a job: its slabs' times shared by the workers."""
+    minutes = sum(
+        job_runtime_min(p, s, i) - _MIN_RUNTIME_MIN
+        for p in plans
+        for s, stage in enumerate(p.stages)
+        for i in range(stage.count)
+    )
+    return (_MIN_RUNTIME_MIN + -(-minutes // max(workers, 1))) * 2 ** (attempt - 1)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from ngprecomputed.batches import plan_jobs
 from ngprecomputed.errors import InputError
-from ngprecomputed.plan import Options, Plan, make_plan, source_options
+from ngprecomputed.plan import Options, Plan, source_options
 from ngprecomputed.resources import (
     IN_JOB_SNAKEMAKE_MB,
     SMALL_JOB_MEM_MB,
@@ -88,22 +89,28 @@ def _load():
         )
     except InputError as e:
         sys.exit(f"ngprecomputed: error: {e}")
-    plans = {}
+    items = []
     for d in datasets:
         if is_precomputed(d.path) or d.options.type == "mesh":
             continue  # re-encoded chunk by chunk, or a mesh file: no plan
         try:
-            source = open_source(d.path, **source_options(d.options))
-            plans[d.name] = make_plan(d.name, source, d.options)
+            items.append(
+                (d.name, open_source(d.path, **source_options(d.options)), d.options)
+            )
         except (InputError, FileNotFoundError):
             pass  # the plan checkpoint plans it later, or fails with the reason
-    return {d.name: d for d in datasets}, plans
+    plans, batches = plan_jobs(items, workflow.cores or 1, config["job_voxels"])
+    return {d.name: d for d in datasets}, plans, {b.name: b for b in batches}
 
 
-DATASETS, PLANS = _load()
+DATASETS, PLANS, BATCHES = _load()
 REENCODED = [name for name, d in DATASETS.items() if is_precomputed(d.path)]
 MESH_FILES = [name for name, d in DATASETS.items() if d.options.type == "mesh"]
 VOLUMES = [name for name in DATASETS if name not in REENCODED + MESH_FILES]
+# converted by a `volumes` job (one dataset with its slabs in parallel, or small ones many to a
+# job); the other volumes fan out over `pyramid` jobs and a `finalize`
+BATCH_OF = {name: b for b in BATCHES.values() for name in b.datasets}
+FANNED = [name for name in VOLUMES if name not in BATCH_OF]
 
 
 def names_regex(names):
@@ -279,13 +286,63 @@ def decompressed_arg(wildcards, input):
 
 
 def all_targets(wildcards):
+    done = [str(WORK / "jobs" / f"{name}.json") for name in BATCHES]
+    for name in DATASETS:
+        if name in MESH_FILES:
+            done.append(str(RESULTS / name / f"{name}.vtk"))
+        elif name not in BATCH_OF:
+            done.append(str(RESULTS / name / "info"))
+    qc = FANNED + REENCODED if config["qc"] else []
+    return done + [str(WORK / name / "qc" / f"{name}.html") for name in qc]
+
+
+def batch_inputs(w):
+    """Every source of the job's datasets, their label tables and what makes their meshes."""
+    inputs = {"source": [], "labels": [], "meshes": []}
+    for name in BATCHES[w.batch].datasets:
+        inputs["source"] += source_path(name)
+        if DATASETS[name].options.labels:
+            inputs["labels"].append(DATASETS[name].options.labels)
+        inputs["meshes"] += list(mesh_outputs(name).values())
+    return inputs
+
+
+def batch_works(w):
+    """What the job converts (the script gets these objects: no plan to make again)."""
+    from ngprecomputed.engine import Work
+
+    names = BATCHES[w.batch].datasets
     return [
-        str(RESULTS / name / (f"{name}.vtk" if name in MESH_FILES else "info"))
-        for name in DATASETS
-    ] + [
-        str(WORK / name / "qc" / f"{name}.html")
-        for name in (VOLUMES + REENCODED if config["qc"] else [])
+        Work(
+            plan_of(name),
+            RESULTS / name,
+            WORK / name,
+            labels=DATASETS[name].options.labels,
+            qc=(
+                WORK / "jobs" / w.batch / "qc" / f"{name}.html"
+                if config["qc"]
+                else None
+            ),
+            log=LOGS / name / "convert.log" if len(names) > 1 else None,
+        )
+        for name in names
     ]
+
+
+def batch_mem_mb(w, attempt):
+    from ngprecomputed.resources import pooled_mem_mb
+
+    batch = BATCHES[w.batch]
+    plans = [plan_of(name) for name in batch.datasets]
+    return in_job_mb() + pooled_mem_mb(plans, batch.workers, config["qc"], attempt)
+
+
+def batch_runtime_min(w, attempt):
+    from ngprecomputed.resources import pooled_runtime_min
+
+    batch = BATCHES[w.batch]
+    plans = [plan_of(name) for name in batch.datasets]
+    return pooled_runtime_min(plans, batch.workers, attempt)
 
 
 def scale0_voxels(dataset):

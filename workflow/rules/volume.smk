@@ -1,5 +1,37 @@
-# Volumes: [gzip index] -> pyramid stages, slab by slab -> last stage + info, written last.
-# Every job plans the dataset again from the header (milliseconds), so no job waits for a plan.
+# Volumes. A dataset is one `volumes` job (its slabs in parallel), small ones many to a job.
+# A volume beyond `job_voxels` fans out: [gzip index] -> pyramid stages, slab by slab -> last
+# stage + info, written last; every such job plans the dataset again from the header.
+
+
+rule volumes:
+    input:
+        unpack(batch_inputs),
+    output:
+        manifest=WORK / "jobs" / "{batch}.json",
+        qc=report(
+            directory(WORK / "jobs" / "{batch}" / "qc"),
+            patterns=["{name}.html"],
+            caption="../report/qc.rst",
+            category="QC",
+            subcategory="{name}",
+            labels={"dataset": "{name}"},
+        ),
+    log:
+        LOGS / "{batch}" / "job.log",
+    benchmark:
+        LOGS / "{batch}" / "job.tsv"
+    wildcard_constraints:
+        batch=names_regex(BATCHES),
+    conda:
+        "../envs/ngprecomputed.yaml"
+    threads: lambda w: BATCHES[w.batch].workers
+    resources:
+        mem_mb=batch_mem_mb,
+        runtime=batch_runtime_min,
+    params:
+        works=batch_works,
+    script:
+        "../scripts/volumes.py"
 
 
 checkpoint plan:
@@ -114,7 +146,7 @@ rule finalize:
     benchmark:
         LOGS / "{dataset}" / "finalize.tsv"
     wildcard_constraints:
-        dataset=names_regex(VOLUMES),
+        dataset=names_regex(FANNED),
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
