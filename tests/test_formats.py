@@ -201,9 +201,11 @@ def test_sheet_of_every_format_converts_to_nibabel_values(tmp_path):
 
 
 @pytest.mark.workflow
-def test_slabs_of_other_formats_read_their_part(tmp_path):
-    """Many small jobs per dataset: slabs of MINC, PAR/REC and AFNI files, a .BRIK.gz through
-    its gzip index, and sharded (its cube slabs read it decompressed once)."""
+@pytest.mark.parametrize("fanned", [True, False], ids=["a-job-per-slab", "slabs-in-one-job"])
+def test_slabs_of_other_formats_read_their_part(tmp_path, fanned):
+    """Many slabs per dataset: of MINC, PAR/REC and AFNI files, a .BRIK.gz (through its gzip
+    index when each slab is a job, decompressed once when one job does them all), and sharded
+    (its cube slabs read it decompressed once)."""
     names = ["example4d+orig.HEAD", "minc2_4d.mnc", "minc1_4d.mnc", "phantom_varscale.PAR"]
     rows = sheet_rows([NIB_DATA / n for n in names])
     rows.append({**rows[0], "dataset": "brik_gz_sharded", "sharded": "true"})
@@ -215,10 +217,15 @@ def test_slabs_of_other_formats_read_their_part(tmp_path):
         f"samples={sheet}",
         f"results={out}",
         "voxels_per_job=4096",
+        f"job_voxels={1 if fanned else 2**33}",
         "qc=false",
     )
-    assert (out / ".work" / rows[0]["dataset"] / "source.gzidx").is_file()
-    assert len(list((out / ".work" / rows[0]["dataset"] / "stage0").glob("*.json"))) > 2
+    work = out / ".work" / rows[0]["dataset"]
+    assert (work / "source.gzidx").is_file() == fanned
+    assert len(list((work / "stage0").glob("*.json"))) > (2 if fanned else -1)
+    if not fanned:  # one job, with its slabs in workers
+        assert (out / ".work" / "jobs" / f"{rows[0]['dataset']}.json").is_file()
+        assert "worker processes" in (out / "logs" / rows[0]["dataset"] / "job.log").read_text()
     check_against_nibabel(out, rows)
 
 

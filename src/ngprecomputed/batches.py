@@ -33,8 +33,8 @@ def pooled_plan(dataset: str, source, opts: Options, cores: int) -> tuple[Plan, 
     slabs of ``voxels_per_job / workers`` voxels, so the job holds ``voxels_per_job`` at most."""
     plan = make_plan(dataset, source, opts)
     n = voxels_of(plan)
-    if cores < 2 or n <= SPLIT_VOXELS:
-        return plan, 1
+    if cores < 2 or (n <= SPLIT_VOXELS and plan.jobs == len(plan.stages)):
+        return plan, 1  # one slab a stage: too small to be worth cutting
     per_slab = max(min(opts.voxels_per_job // cores, -(-n // cores)), 1)
     plan = make_plan(dataset, source, replace(opts, voxels_per_job=per_slab))
     return plan, max(1, min(cores, max(st.count for st in plan.stages)))

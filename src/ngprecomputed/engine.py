@@ -81,9 +81,9 @@ def _decompressed(work: Work) -> Path | None:
     return out
 
 
-def _slab(plan: Plan, root: Path, stage: int, slab: int, scratch: Path, source: Path | None):
+def _slab(plan: Plan, root: Path, stage: int, slab: int, scratch: Path, source, held=None):
     with naming(plan.dataset):
-        build_slab(plan, root, stage, slab, scratch=scratch, decompressed=source)
+        build_slab(plan, root, stage, slab, scratch=scratch, decompressed=source, held=held)
 
 
 def convert(work: Work, workers: int = 1) -> None:
@@ -91,12 +91,14 @@ def convert(work: Work, workers: int = 1) -> None:
     ``info`` and its QC page."""
     plan = work.plan
     source = _decompressed(work)
+    # the scales a slab makes whole stay in memory for the QC page (lossless chunks only)
+    held = {} if work.qc is not None and not plan.raw_copies else None
     try:
         for s, stage in enumerate(plan.stages):
             args = [(plan, work.root, s, i, work.scratch, source) for i in range(stage.count)]
             if workers < 2 or stage.count < 2:
                 for a in args:
-                    _slab(*a)
+                    _slab(*a, held=held)
                 continue
             with _pool(min(workers, stage.count)) as pool:
                 for future in [pool.submit(_slab, *a) for a in args]:
@@ -114,7 +116,7 @@ def convert(work: Work, workers: int = 1) -> None:
         from .report import write_qc
 
         work.qc.parent.mkdir(parents=True, exist_ok=True)
-        write_qc(work.root, work.qc)
+        write_qc(work.root, work.qc, held=held)
 
 
 @contextmanager

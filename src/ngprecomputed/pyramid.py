@@ -52,8 +52,10 @@ def build_slab(
     gzip_index: Path | None = None,
     scratch: Path | None = None,
     decompressed: Path | None = None,
+    held: dict | None = None,
 ) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
+    ``held``: a scale the slab makes whole is kept there, by index (its QC reads it).
 
     The raw pyramid is made from lossless data only: with a lossy encoding, the stage's last
     scale is also written raw to ``scratch`` for the next stage. If anything fails, the chunks
@@ -74,9 +76,11 @@ def build_slab(
         source = open_source(
             plan.source, gzip_index, decompressed=decompressed, **plan.source_options
         )
-        array = to_stored(source.read(inbox), plan)
-        if isinstance(source, VolumeSource):
-            check_sample(source, plan, inbox, array)  # before anything is written
+        values = source.read(inbox)
+        array = to_stored(values, plan)
+        if isinstance(source, VolumeSource):  # before anything is written
+            check_sample(source, plan, inbox, array, None if source.read_direct else values)
+        del values
     else:
         array = source_store(plan, root, scratch, stage.first - 1).read_box(inbox)
     method = "mode" if plan.type == "segmentation" else "mean"
@@ -93,6 +97,8 @@ def build_slab(
             store = scale_store(plan, root, j)
             touched.append((store, j))
             written[store.dir.name] = store.write_box(jbox, array)
+            if held is not None and jbox == tuple((0, n) for n in plan.scales[j].size):
+                held[j] = array
             if raw_copy is not None and j == stage.last:
                 touched.append((raw_copy, j))
                 raw_copy.write_box(jbox, array)

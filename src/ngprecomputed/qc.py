@@ -72,9 +72,13 @@ def open_scale(root: Path, info: dict, index: int) -> ScaleStore:
     return ScaleStore.from_info(root, info, index)
 
 
-def read_box(root: Path, info: dict, index: int, box: Box) -> np.ndarray:
+def read_box(root: Path, info: dict, index: int, box: Box, held: dict | None = None) -> np.ndarray:
     """Voxels of ``box``; a missing chunk or shard is the dataset's fault, said in one line.
-    A store per read: a shard reader's cache lives no longer than the read."""
+    A store per read: a shard reader's cache lives no longer than the read. ``held``: whole
+    scales the job that wrote them still holds (``[x, y, z, channel]`` by scale index), read
+    from memory instead."""
+    if held and index in held:
+        return held[index][tuple(slice(lo, hi) for lo, hi in box)]
     try:
         return open_scale(root, info, index).read_box(box)
     except FileNotFoundError as e:
@@ -133,24 +137,27 @@ def slabs(grid: Grid, budget: int) -> Iterator[Box]:
                 )
 
 
-def _scale0_slabs(root: Path, info: dict, budget: int) -> Iterator[np.ndarray]:
+def _scale0_slabs(root: Path, info: dict, budget: int, held=None) -> Iterator[np.ndarray]:
+    if held and 0 in held:
+        yield held[0]
+        return
     s = info["scales"][0]
     grid = Grid(tuple(s["size"]), tuple(s["chunk_sizes"][0]))
     for box in slabs(grid, max(budget // info["num_channels"], 1)):
         yield read_box(root, info, 0, box)
 
 
-def label_counts(root: Path, info: dict, budget: int = SLAB_VOXELS):
+def label_counts(root: Path, info: dict, budget: int = SLAB_VOXELS, held: dict | None = None):
     """Every label of scale 0 and its exact voxel count (sorted by label)."""
     dtype = np.dtype(info["data_type"])
     if dtype.itemsize <= 2:
         total = np.zeros(2 ** (8 * dtype.itemsize), np.int64)
-        for a in _scale0_slabs(root, info, budget):
+        for a in _scale0_slabs(root, info, budget, held):
             total += np.bincount(a.ravel(), minlength=total.size)
         ids = np.nonzero(total)[0]
         return ids.astype(np.uint64), total[ids]
     ids, counts = np.zeros(0, dtype), np.zeros(0, np.int64)
-    for a in _scale0_slabs(root, info, budget):
+    for a in _scale0_slabs(root, info, budget, held):
         u, c = np.unique(a, return_counts=True)
         ids, inverse = np.unique(np.concatenate([ids, u]), return_inverse=True)
         merged = np.zeros(ids.size, np.int64)
@@ -166,7 +173,9 @@ def _channel_rows(a: np.ndarray, channels: int) -> list[np.ndarray]:
     return [a[..., c].ravel() for c in range(channels)]
 
 
-def value_histogram(root: Path, info: dict, budget: int = SLAB_VOXELS) -> Histogram:
+def value_histogram(
+    root: Path, info: dict, budget: int = SLAB_VOXELS, held: dict | None = None
+) -> Histogram:
     """The value histogram of scale 0. 8- and 16-bit integers are counted exactly per value in
     one pass, then grouped into bins of whole values; other types need a first pass for the
     range (NaN and infinities are counted apart)."""
@@ -175,7 +184,7 @@ def value_histogram(root: Path, info: dict, budget: int = SLAB_VOXELS) -> Histog
     if dtype.kind in "iu" and dtype.itemsize <= 2:
         low = int(np.iinfo(dtype).min)
         exact = np.zeros((rows, 2 ** (8 * dtype.itemsize)), np.int64)
-        for a in _scale0_slabs(root, info, budget):
+        for a in _scale0_slabs(root, info, budget, held):
             for r, v in enumerate(_channel_rows(a, info["num_channels"])):
                 exact[r] += np.bincount(v.astype(np.int64) - low, minlength=exact.shape[1])
         present = np.nonzero(exact.sum(0))[0]
@@ -192,7 +201,7 @@ def value_histogram(root: Path, info: dict, budget: int = SLAB_VOXELS) -> Histog
         return Histogram(edges, counts, vmin, vmax, means, 0)
     vmin, vmax, nonfinite = np.inf, -np.inf, 0
     sums, ns = np.zeros(rows), np.zeros(rows, np.int64)
-    for a in _scale0_slabs(root, info, budget):
+    for a in _scale0_slabs(root, info, budget, held):
         for r, v in enumerate(_channel_rows(a, info["num_channels"])):
             finite = v[np.isfinite(v)] if dtype.kind == "f" else v
             nonfinite += v.size - finite.size
@@ -212,7 +221,7 @@ def value_histogram(root: Path, info: dict, budget: int = SLAB_VOXELS) -> Histog
         bins = HIST_BINS if vmax > vmin else 1
         edges = np.linspace(vmin, vmax if vmax > vmin else vmin + 1, bins + 1)
     counts = np.zeros((rows, bins), np.int64)
-    for a in _scale0_slabs(root, info, budget):
+    for a in _scale0_slabs(root, info, budget, held):
         for r, v in enumerate(_channel_rows(a, info["num_channels"])):
             if dtype.kind in "iu":
                 counts[r] += np.bincount((v.astype(np.int64) - vmin) // width, minlength=bins)
@@ -237,6 +246,7 @@ def sample_slice(
     axis: int,
     shape: tuple[int, int],
     budget: int = SLAB_VOXELS,
+    held: dict | None = None,
 ) -> np.ndarray:
     """The central slice across ``axis`` of a scale, nearest-sampled to ``shape`` (columns,
     rows): ``[rows, columns, channels]``, columns along the first other axis, rows along the second
@@ -258,7 +268,7 @@ def sample_slice(
             continue
         box = [(0, 0)] * 3
         box[axis], box[a], box[b] = (middle, middle + 1), (0, size[a]), (b0, b1)
-        strip = np.take(read_box(root, info, index, tuple(box)), 0, axis=axis)  # [a, b, ch]
+        strip = np.take(read_box(root, info, index, tuple(box), held), 0, axis=axis)  # [a, b, ch]
         out[hit] = strip[cols][:, rows[hit] - b0].transpose(1, 0, 2)
     return out
 

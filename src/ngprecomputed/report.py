@@ -137,8 +137,11 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def qc_numbers(root: Path, slab_voxels: int = SLAB_VOXELS) -> tuple[dict, dict]:
-    """The dataset's info, and every number of its page (JSON-ready)."""
+def qc_numbers(
+    root: Path, slab_voxels: int = SLAB_VOXELS, held: dict | None = None
+) -> tuple[dict, dict]:
+    """The dataset's info, and every number of its page (JSON-ready); ``held``: scales still
+    in memory (see ``qc.read_box``)."""
     root = Path(root)
     info = read_info(root)
     scales = [scale_stats(root, info, k) for k in range(len(info["scales"]))]
@@ -155,7 +158,7 @@ def qc_numbers(root: Path, slab_voxels: int = SLAB_VOXELS) -> tuple[dict, dict]:
         "dataset_bytes": size,
     }
     if info["type"] == "segmentation":
-        ids, counts = label_counts(root, info, slab_voxels)
+        ids, counts = label_counts(root, info, slab_voxels, held)
         names = segment_names(root, info)
         shown = np.sort(np.argsort(-counts, kind="stable")[:MAX_LABEL_ROWS])
         data["labels"] = {
@@ -166,7 +169,7 @@ def qc_numbers(root: Path, slab_voxels: int = SLAB_VOXELS) -> tuple[dict, dict]:
             "total_voxels": int(counts.sum()),
         }
     else:
-        hist = value_histogram(root, info, slab_voxels)
+        hist = value_histogram(root, info, slab_voxels, held)
         data["histogram"] = asdict(hist)
         data["window"] = list(window(hist))
     log.info("%s: counted scale 0", root.name)
@@ -174,7 +177,12 @@ def qc_numbers(root: Path, slab_voxels: int = SLAB_VOXELS) -> tuple[dict, dict]:
 
 
 def qc_images(
-    root: Path, info: dict, data: dict, px: int = THUMB_PX, slab_voxels: int = SLAB_VOXELS
+    root: Path,
+    info: dict,
+    data: dict,
+    px: int = THUMB_PX,
+    slab_voxels: int = SLAB_VOXELS,
+    held: dict | None = None,
 ) -> dict:
     """PNG bytes and shown size of every thumbnail by (scale, plane); the histogram's."""
     span = tuple(data.get("window", (0.0, 1.0)))
@@ -183,7 +191,8 @@ def qc_images(
         for name, axis in PLANES:
             shown = thumbnail_shape(info, axis, px)
             shape = sample_shape(info, k, axis, shown)
-            plane = to_rgb(sample_slice(root, info, k, axis, shape, slab_voxels), info, span)
+            plane = sample_slice(root, info, k, axis, shape, slab_voxels, held)
+            plane = to_rgb(plane, info, span)
             images[k, name] = (png_bytes(Image.fromarray(np.ascontiguousarray(plane))), shown)
     if "histogram" in data:
         images["histogram"] = (histogram_png(Histogram(**data["histogram"])), (512, 160))
@@ -314,13 +323,16 @@ def render_html(data: dict, thumbs: dict) -> str:
     return "\n".join(out)
 
 
-def write_qc(root: Path, out: Path, slab_voxels: int = SLAB_VOXELS) -> dict:
+def write_qc(
+    root: Path, out: Path, slab_voxels: int = SLAB_VOXELS, held: dict | None = None
+) -> dict:
     """Write the QC page of the dataset in ``root`` to ``out``; returns its numbers. Thumbnails
-    shrink (down to a quarter) until the page fits ``MAX_PAGE_BYTES``."""
+    shrink (down to a quarter) until the page fits ``MAX_PAGE_BYTES``. ``held``: scales the
+    job that wrote them still holds, read from memory (see ``qc.read_box``)."""
     root, out = Path(root), Path(out)
-    info, data = qc_numbers(root, slab_voxels)
+    info, data = qc_numbers(root, slab_voxels, held)
     for px in (THUMB_PX, THUMB_PX // 2, THUMB_PX // 4):
-        page = render_html(data, qc_images(root, info, data, px, slab_voxels)).encode()
+        page = render_html(data, qc_images(root, info, data, px, slab_voxels, held)).encode()
         if len(page) <= MAX_PAGE_BYTES:
             break
         log.info("%s: page of %d bytes with %d px thumbnails; smaller", root.name, len(page), px)

@@ -151,6 +151,7 @@ class VolumeSource:
         self.path = path
         self.gzip_index = gzip_index
         self.decompressed = decompressed  # the image file, decompressed (see decompress)
+        self.read_direct = False  # the last read bypassed nibabel's proxy (see read)
         self._img = load_image(path)
         self.format = FORMATS.get(type(self._img).__name__, type(self._img).__name__)
         self.data_path = Path(self._img.file_map["image"].filename or path)
@@ -316,6 +317,7 @@ class VolumeSource:
         try:
             with self._image() as img:
                 name = self._raw_file(img) if cube else None
+                self.read_direct = bool(name)  # not by nibabel: a job checks it (values.py)
                 if name:
                     data = self._read_rows(img, name, slicer).reshape(box_shape + self._other_shape)
                 else:
