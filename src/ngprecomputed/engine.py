@@ -16,6 +16,7 @@ and the plan in memory.
 import json
 import logging
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -66,19 +67,58 @@ def _pool(workers: int):
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
-def _decompressed(work: Work) -> Path | None:
-    """A .gz source read by several slabs is decompressed once (ISA-L), beside the work: each
-    slab then reads only its bytes instead of inflating everything before them."""
-    plan = work.plan
-    if plan.stages[0].count < 2 or not plan.gzip_source:
-        return None
-    from .sources.volume import decompress
+def _streamed(work: Work) -> bool:
+    """Is stage 0 read from a .gz source decompressed once, while its slabs already run?"""
+    return work.plan.gzip_source and work.plan.stages[0].count > 1
 
-    out = work.scratch / "source.raw"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with naming(plan.dataset):
-        decompress(Path(plan.source), out)
-    return out
+
+def _stage0_while_decompressing(work: Work, workers: int, raw: Path) -> None:
+    """Stage 0 of a .gz source: the file is inflated once (ISA-L) into ``raw`` by a thread of
+    this process while the workers convert each slab as soon as its bytes are there (a slab's z
+    planes come one after another in the file), instead of each slab inflating everything
+    before it, or waiting for the whole file."""
+    from .sources.volume import VolumeSource, decompress
+
+    plan = work.plan
+    count = plan.stages[0].count
+    header = VolumeSource(Path(plan.source))
+    needs = [header.bytes_before_end_of(plan.input_box(0, i)) for i in range(count)]
+    state = {"written": 0, "done": False, "error": None}
+    ready = threading.Condition()
+
+    def progress(n: int) -> None:
+        with ready:
+            state["written"] = n
+            ready.notify_all()
+
+    def inflate() -> None:
+        try:
+            with naming(plan.dataset):
+                decompress(Path(plan.source), raw, progress)
+        except BaseException as e:  # re-raised in the main thread
+            state["error"] = e
+        finally:
+            with ready:
+                state["done"] = True
+                ready.notify_all()
+
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    with _pool(min(workers, count)) as pool:
+        list(pool.map(int, range(workers)))  # the workers exist before the thread does
+        thread = threading.Thread(target=inflate, daemon=True)
+        thread.start()
+        futures = []
+        for i in sorted(range(count), key=lambda i: needs[i] or float("inf")):
+            with ready:
+                ready.wait_for(lambda i=i: state["done"] or (needs[i] or 1e30) <= state["written"])
+            if state["error"] is not None:
+                break
+            futures.append(pool.submit(_slab, plan, work.root, 0, i, work.scratch, raw))
+        thread.join()
+        if state["error"] is not None:
+            raise state["error"]
+        for future in futures:
+            future.result()
 
 
 def _slab(plan: Plan, root: Path, stage: int, slab: int, scratch: Path, source, held=None):
@@ -90,11 +130,14 @@ def convert(work: Work, workers: int = 1) -> None:
     """One dataset, stage after stage, ``workers`` slabs of a stage at a time; then its
     ``info`` and its QC page."""
     plan = work.plan
-    source = _decompressed(work)
+    source = work.scratch / "source.raw" if _streamed(work) else None
     # the scales a slab makes whole stay in memory for the QC page (lossless chunks only)
     held = {} if work.qc is not None and not plan.raw_copies else None
     try:
         for s, stage in enumerate(plan.stages):
+            if s == 0 and source is not None:
+                _stage0_while_decompressing(work, max(workers, 1), source)
+                continue
             args = [(plan, work.root, s, i, work.scratch, source) for i in range(stage.count)]
             if workers < 2 or stage.count < 2:
                 for a in args:

@@ -326,6 +326,17 @@ class VolumeSource:
             raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
         return self._as_channels(data, box_shape)
 
+    def bytes_before_end_of(self, box: Box) -> int | None:
+        """How much of the (decompressed) image file holds ``box``: a 3D plain array file in
+        Fortran order stores z planes one after another; None: all of it."""
+        proxy = self._img.dataobj
+        if type(proxy) not in _PLAIN_PROXIES or proxy.order != "F" or len(proxy.shape) != 3:
+            return None
+        if self._spatial != [0, 1, 2] or self._fields:
+            return None
+        nx, ny, _ = proxy.shape
+        return int(proxy.offset + nx * ny * box[2][1] * proxy.dtype.itemsize)
+
     def nibabel_values(self, box: Box) -> np.ndarray:
         """nibabel's own values in ``box``, ``[x, y, z, channel]``: one proxy read, none of
         this reader's faster paths; a job checks what it writes against these."""
@@ -341,15 +352,27 @@ def _short(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def decompress(path: Path, out: Path) -> None:
+def decompress(path: Path, out: Path, progress=None) -> None:
     """The volume's gzip-compressed image file decompressed once (a .nii.gz becomes its .nii,
     byte for byte): cube-shaped slabs (sharded datasets) then read only their part of each
-    section instead of decompressing whole sections of their z range each."""
+    section instead of decompressing whole sections of their z range each. ``progress``: given,
+    the bytes go straight to ``out`` (readers start on its beginning while the rest comes) and
+    it is called with the count written so far."""
     from isal import igzip  # Intel's ISA-L: 4x Python's zlib here
 
     data = image_file(path)
-    with _decompressing(data), igzip.open(data, "rb") as src, atomic_file(out) as dst:
-        shutil.copyfileobj(src, dst, 2**22)
+    with _decompressing(data), igzip.open(data, "rb") as src:
+        if progress is None:
+            with atomic_file(out) as dst:
+                shutil.copyfileobj(src, dst, 2**22)
+            return
+        with open(out, "wb") as dst:
+            written = 0
+            while piece := src.read(2**22):
+                dst.write(piece)
+                dst.flush()  # in the page cache: readers in other processes see it
+                written += len(piece)
+                progress(written)
 
 
 @contextmanager

@@ -1,0 +1,136 @@
+"""Whole datasets in one process: slabs in forked workers, small datasets many to a job, the
+.gz source inflated once while its slabs run; the same bytes as one job per slab."""
+
+import gzip
+import hashlib
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import read_tensorstore
+from ngprecomputed.batches import SPLIT_VOXELS, Batch, make_batches, plan_jobs
+from ngprecomputed.cli import main
+from ngprecomputed.engine import Work, convert, convert_all, finish
+from ngprecomputed.job import Failed
+from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.pyramid import build_slab
+from ngprecomputed.sources import open_source
+from ngprecomputed.sources.header import HeaderOnly
+
+
+def digest(root):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def header(shape, channels=1):
+    return HeaderOnly((*shape, channels), np.dtype("uint8"), (1.0, 1.0, 1.0))
+
+
+def test_small_datasets_go_many_to_a_job_in_sheet_order():
+    sizes = {f"d{i}": 10 for i in range(7)}
+    batches = make_batches(list(sizes), sizes, cores=2, job_voxels=30)
+    assert [b.datasets for b in batches] == [
+        ("d0", "d1", "d2"),
+        ("d3", "d4", "d5"),
+        ("d6",),
+    ]
+    assert [b.name for b in batches] == ["d0", "d3", "d6"]
+    assert [b.workers for b in batches] == [2, 2, 1]
+
+
+def test_jobs_a_sheet_makes():
+    """Small ones share a job; a bigger one is a job with its workers and slabs of a share of
+    voxels_per_job; beyond job_voxels a volume fans out (no job of its own)."""
+    opts = Options(voxels_per_job=2**27)
+    items = [
+        ("small1", header((100, 100, 100)), opts),
+        ("big", header((600, 600, 600)), opts),  # 216 M voxels
+        ("small2", header((90, 90, 90)), opts),
+        ("huge", header((2100, 2100, 2100)), opts),  # 9.3 G voxels
+    ]
+    plans, batches = plan_jobs(items, cores=2, job_voxels=2**33)
+    assert Batch("big", ("big",), 2) in batches
+    assert Batch("small1", ("small1", "small2"), 2) in batches
+    assert len(batches) == 2  # huge fans out
+    for name in ("big", "small1"):  # every slab of a job's worker fits its share
+        plan = plans[name]
+        for s, stage in enumerate(plan.stages):
+            for i in range(stage.count):
+                box = plan.input_box(s, i)
+                assert np.prod([hi - lo for lo, hi in box]) <= 2**27 // 2
+    assert plans["huge"].stages[0].count > 60  # slabs of voxels_per_job, one job each
+    assert 100**3 <= SPLIT_VOXELS
+
+
+@pytest.fixture(scope="module")
+def t1_copies(tmp_path_factory, data):
+    """The MNI T1 as .nii and .nii.gz (the packaged file is .nii.gz)."""
+    folder = tmp_path_factory.mktemp("t1")
+    gz = folder / "t1.nii.gz"
+    shutil.copy(data["mni_t1"], gz)
+    plain = folder / "t1.nii"
+    plain.write_bytes(gzip.decompress(gz.read_bytes()))
+    return {"nii": plain, "nii.gz": gz}
+
+
+def one_job_per_slab(source, opts, root):
+    """What the fanned-out workflow does: every slab alone, then the dataset's info."""
+    plan = make_plan("t1", open_source(source), opts)
+    for s, stage in enumerate(plan.stages):
+        for i in range(stage.count):
+            build_slab(plan, root, s, i)
+    finish(plan, root)
+    return plan
+
+
+@pytest.mark.parametrize("suffix", ["nii", "nii.gz"])
+def test_workers_write_the_bytes_one_job_per_slab_writes(tmp_path, t1_copies, data, suffix):
+    """The T1 cut in ~40 slabs: two workers (the .nii.gz inflated once while slabs run) give
+    the bytes of slabs written one by one, and TensorStore reads the T1's voxels back."""
+    opts = Options(voxels_per_job=200_000, chunk_voxels=4096)
+    one_job_per_slab(t1_copies["nii"], opts, tmp_path / "serial")
+    plan = make_plan("t1", open_source(t1_copies[suffix]), opts)
+    assert plan.stages[0].count > 20
+    convert(Work(plan, tmp_path / "pooled", tmp_path / "work"), workers=2)
+    assert digest(tmp_path / "pooled") == digest(tmp_path / "serial")
+    assert not list((tmp_path / "work").glob("*"))  # the inflated copy is gone
+    want = np.asanyarray(nib.load(data["mni_t1"]).dataobj)
+    np.testing.assert_array_equal(read_tensorstore(tmp_path / "pooled", 0)[..., 0], want)
+
+
+def test_a_failing_dataset_leaves_the_others_done(tmp_path, t1_copies):
+    """Three small datasets in one job, the second's .nii.gz cut short: the others complete,
+    the failure is in its own log, the job fails and writes no manifest."""
+    cut = tmp_path / "cut.nii.gz"
+    whole = t1_copies["nii.gz"].read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    works = []
+    for name, path in (("a", t1_copies["nii.gz"]), ("b", cut), ("c", t1_copies["nii"])):
+        plan = make_plan(name, open_source(path), Options())
+        log = tmp_path / "logs" / name / "convert.log"
+        works.append(Work(plan, tmp_path / name, tmp_path / ".work" / name, log=log))
+    manifest = tmp_path / "job.json"
+    with pytest.raises(Failed, match="1 of 3 datasets failed"):
+        convert_all(works, workers=2, manifest=manifest)
+    assert (tmp_path / "a" / "info").is_file() and (tmp_path / "c" / "info").is_file()
+    assert not (tmp_path / "b" / "info").exists()
+    assert "cut.nii.gz" in (tmp_path / "logs" / "b" / "convert.log").read_text()
+    assert " ERROR " not in (tmp_path / "logs" / "a" / "convert.log").read_text()
+    assert not manifest.exists()
+
+
+def test_convert_one_file_without_a_sheet(tmp_path, t1_copies, data):
+    """`ngprecomputed convert` writes what the workflow writes for the same row."""
+    out = tmp_path / "t1"
+    assert main(["convert", str(t1_copies["nii.gz"]), str(out), "--processes", "2"]) == 0
+    one_job_per_slab(t1_copies["nii.gz"], Options(), tmp_path / "serial")
+    assert digest(out) == digest(tmp_path / "serial")
+    assert json.loads((out / "info").read_text())["type"] == "image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serial", "t1"]  # no scratch left
