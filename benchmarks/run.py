@@ -388,9 +388,8 @@ def tiled(source: Path, reps: int, out: Path) -> Path:
                 return out
     print(f"making {out.name} {shape}", file=sys.stderr)
     dtype = src.header.get_data_dtype()
-    source_map = np.memmap(
-        source, dtype, "r", offset=int(src.header.get_data_offset()), shape=src.shape, order="F"
-    )
+    offset = int(src.dataobj.offset)  # the header's vox_offset may read 0 (meaning 352)
+    source_map = np.memmap(source, dtype, "r", offset=offset, shape=src.shape, order="F")
     header = src.header.copy()
     header.set_data_shape(shape)
     offset = 352  # a single-file NIfTI-1: 348 header bytes, then 4 of "no extensions"
@@ -724,14 +723,27 @@ def command_side(
     return Side(name, run, lambda work: work / "out" / dataset)
 
 
-def volume_peers(volume: Path, labels: bool, theirs: list[list[str]] | None, ig: Igneous):
-    """neuroglancer-scripts (``theirs``: their commands, given their output folder), igneous
-    and the TensorStore script on ``volume``."""
-    return [
-        command_side(NGS, theirs),
-        command_side(IGNEOUS, lambda o: ig.commands(volume, o, labels)),
-        command_side(TENSORSTORE, lambda o: tensorstore_cmd(volume, o, labels)),
-    ]
+def sheet_case(
+    name: str,
+    kind: str,
+    row: dict,
+    theirs: Callable[[Path], list[list[str]]],
+    source: Path | None,
+    targets: list[Target] | None = None,
+    igneous: Igneous | None = None,
+    n: int | None = None,
+) -> Case:
+    """Ours on a one-row sheet (``row``: the columns besides ``dataset``) vs neuroglancer-scripts
+    (``theirs``: their commands, given their output folder) and, given ``igneous``, igneous and
+    the TensorStore script on the same volume too; ``n`` voxels (default: the source's)."""
+    sides = [ours_side({name: row}), command_side(NGS, theirs)]
+    if igneous:
+        volume, labels = row["path"], row["type"] == "segmentation"
+        sides += [
+            command_side(IGNEOUS, lambda o: igneous.commands(volume, o, labels)),
+            command_side(TENSORSTORE, lambda o: tensorstore_cmd(volume, o, labels)),
+        ]
+    return Case(name, kind, n or voxels(source or row["path"]), sides, source, targets or [])
 
 
 def cases(out: Path, quick: bool, large: bool, ig: Igneous) -> list[Case]:
@@ -747,126 +759,86 @@ def cases(out: Path, quick: bool, large: bool, ig: Igneous) -> list[Case]:
     fullres = fullres_info(t1_big, out / "prep" / f"t1_x{big}", out / "logs" / "prep.log")
     count = 4 if quick else 40
     batch = batch_copies(t1, count, inputs / f"t1_batch{count}")
-    n_big = voxels(t1_big)
     their_raw = out / FOLDERS[NGS] / f"t1_x{big}" / "out"
     image, seg = {"type": "image"}, {"type": "segmentation"}
-    batch_rows = {p.name.removesuffix(".nii.gz"): {"path": p, **image} for p in batch}
-
-    def batch_theirs(o: Path) -> list[list[str]]:
-        return [
-            cmd for name, row in batch_rows.items() for cmd in their_image(row["path"], o / name)
-        ]
-
-    first = next(iter(batch_rows))
+    big_targets = [Target("wall", TENSORSTORE, 0.8), Target("peak", NGS, 0.3)]
+    big_nii_targets = [Target("wall", TENSORSTORE, 1.0), Target("peak", NGS, 0.3)]
+    slices_row = {"path": stack, **image, "voxel_size": 1.0 / big, "orientation": "RAS"}
     all_cases = [
-        Case(
+        sheet_case(
             f"t1_x{small}",
             "image, .nii.gz",
-            voxels(t1_small),
-            [
-                ours_side({f"t1_x{small}": {"path": t1_small, **image}}),
-                *volume_peers(t1_small, False, lambda o: their_image(t1_small, o), ig),
-            ],
+            {"path": t1_small, **image},
+            lambda o: their_image(t1_small, o),
             t1_small,
+            igneous=ig,
         ),
-        Case(
+        sheet_case(
             f"t1_x{big}",
             "image, .nii.gz",
-            n_big,
-            [
-                ours_side({f"t1_x{big}": {"path": t1_big, **image}}),
-                *volume_peers(t1_big, False, lambda o: their_image(t1_big, o), ig),
-            ],
+            {"path": t1_big, **image},
+            lambda o: their_image(t1_big, o),
             t1_big,
-            [Target("wall", TENSORSTORE, 0.8), Target("peak", NGS, 0.3)],
+            big_targets,
+            igneous=ig,
         ),
         # the same from an uncompressed file: a cube-shaped (sharded) slab of a .nii.gz
         # decompresses every section of its z range, an uncompressed one reads only its part
-        Case(
+        sheet_case(
             f"t1_x{big}_nii",
             "image, .nii",
-            n_big,
-            [
-                ours_side({f"t1_x{big}_nii": {"path": t1_big_nii, **image}}),
-                *volume_peers(t1_big_nii, False, lambda o: their_image(t1_big_nii, o), ig),
-            ],
+            {"path": t1_big_nii, **image},
+            lambda o: their_image(t1_big_nii, o),
             t1_big_nii,
-            [Target("wall", TENSORSTORE, 1.0), Target("peak", NGS, 0.3)],
+            big_nii_targets,
+            igneous=ig,
         ),
-        Case(
+        sheet_case(
             f"aal3_x{small}",
             "segmentation, .nii.gz",
-            voxels(labels),
-            [
-                ours_side({f"aal3_x{small}": {"path": labels, **seg}}),
-                *volume_peers(labels, True, lambda o: their_labels(labels, o), ig),
-            ],
+            {"path": labels, **seg},
+            lambda o: their_labels(labels, o),
             labels,
             [Target("wall", TENSORSTORE, 1.0), Target("wall", NGS, 0.05)],
+            igneous=ig,
         ),
-        Case(
+        sheet_case(
             f"t1_x{big}_jpeg",
             "image, jpeg",
-            n_big,
-            [
-                ours_side({f"t1_x{big}_jpeg": {"path": t1_big, **image, "encoding": "jpeg"}}),
-                command_side(NGS, lambda o: their_jpeg(their_raw, fullres, o)),
-            ],
+            {"path": t1_big, **image, "encoding": "jpeg"},
+            lambda o: their_jpeg(their_raw, fullres, o),
             None,
             [Target("wall", NGS, 0.5)],
+            n=voxels(t1_big),
         ),
-        Case(
+        sheet_case(
             f"t1_x{big}_jpeg_convert",
             "image, raw -> jpeg",
-            n_big,
-            [
-                ours_side(
-                    {f"t1_x{big}_jpeg_convert": {"path": their_raw, **image, "encoding": "jpeg"}}
-                ),
-                command_side(NGS, lambda o: their_jpeg(their_raw, fullres, o)),
-            ],
+            {"path": their_raw, **image, "encoding": "jpeg"},
+            lambda o: their_jpeg(their_raw, fullres, o),
             None,
             [Target("wall", NGS, 0.5)],
+            n=voxels(t1_big),
         ),
-        Case(
+        sheet_case(
             f"t1_x{big}_sharded",
             "image, .nii.gz, sharded",
-            n_big,
-            [
-                ours_side({f"t1_x{big}_sharded": {"path": t1_big, **image, "sharded": True}}),
-                command_side(NGS, lambda o: their_image(t1_big, o)),
-            ],
+            {"path": t1_big, **image, "sharded": True},
+            lambda o: their_image(t1_big, o),
             t1_big,
         ),
-        Case(
+        sheet_case(
             f"t1_x{big}_nii_sharded",
             "image, .nii, sharded",
-            n_big,
-            [
-                ours_side(
-                    {f"t1_x{big}_nii_sharded": {"path": t1_big_nii, **image, "sharded": True}}
-                ),
-                command_side(NGS, lambda o: their_image(t1_big_nii, o)),
-            ],
+            {"path": t1_big_nii, **image, "sharded": True},
+            lambda o: their_image(t1_big_nii, o),
             t1_big_nii,
         ),
-        Case(
+        sheet_case(
             f"t1_x{big}_slices",
             "image, PNG stack",
-            n_big,
-            [
-                ours_side(
-                    {
-                        f"t1_x{big}_slices": {
-                            "path": stack,
-                            **image,
-                            "voxel_size": 1.0 / big,
-                            "orientation": "RAS",
-                        }
-                    }
-                ),
-                command_side(NGS, lambda o: their_slices(stack, fullres, o)),
-            ],
+            slices_row,
+            lambda o: their_slices(stack, fullres, o),
             t1_big,
             [Target("wall", NGS, 1.0), Target("peak", NGS, 0.3)],
         ),
@@ -881,28 +853,7 @@ def cases(out: Path, quick: bool, large: bool, ig: Igneous) -> list[Case]:
             t1,
             [Target("wall", NGS, 0.7)],
         ),
-        Case(
-            f"t1_batch{count}",
-            f"{count} x 1 mm .nii.gz, QC off; theirs 2 at a time",
-            count * voxels(t1),
-            [
-                ours_side(batch_rows),
-                command_side(NGS, batch_theirs, parallel=2, dataset=first),
-            ],
-            batch[0],
-            [Target("wall", NGS, 0.8)],
-        ),
-        Case(
-            f"t1_batch{count}_qc",
-            f"{count} x 1 mm .nii.gz, QC on; theirs one after the other",
-            count * voxels(t1),
-            [
-                ours_side(batch_rows, qc=True, name="ours"),
-                command_side(NGS, batch_theirs, dataset=first),
-            ],
-            batch[0],
-            [Target("wall", "ours", 1.2, case=f"t1_batch{count}")],
-        ),
+        *batch_cases(batch, voxels(t1)),
     ]
     if large:
         huge = tiled(t1_big_nii, 2, inputs / f"t1_x{2 * big}_tiled.nii")
@@ -920,6 +871,38 @@ def cases(out: Path, quick: bool, large: bool, ig: Igneous) -> list[Case]:
             )
         )
     return all_cases
+
+
+def batch_cases(batch: list[Path], each: int) -> list[Case]:
+    """The batch: ours one sheet (QC off, then on) vs theirs on each file (2 at a time, then
+    one after the other)."""
+    rows = {p.name.removesuffix(".nii.gz"): {"path": p, "type": "image"} for p in batch}
+    first, name = next(iter(rows)), f"t1_batch{len(batch)}"
+
+    def theirs(o: Path) -> list[list[str]]:
+        return [
+            cmd for dataset, row in rows.items() for cmd in their_image(row["path"], o / dataset)
+        ]
+
+    n, kind = len(batch) * each, f"{len(batch)} x 1 mm .nii.gz"
+    return [
+        Case(
+            name,
+            f"{kind}, QC off; theirs 2 at a time",
+            n,
+            [ours_side(rows), command_side(NGS, theirs, parallel=2, dataset=first)],
+            batch[0],
+            [Target("wall", NGS, 0.8)],
+        ),
+        Case(
+            f"{name}_qc",
+            f"{kind}, QC on; theirs one after the other",
+            n,
+            [ours_side(rows, qc=True), command_side(NGS, theirs, dataset=first)],
+            batch[0],
+            [Target("wall", "ours", 1.2, case=name)],
+        ),
+    ]
 
 
 def voxels(path: Path) -> int:
