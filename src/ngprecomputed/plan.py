@@ -43,7 +43,6 @@ class Options:
     sharded: bool = False  # neuroglancer_uint64_sharded_v1, one shard per slab and scale
     labels: str | None = None  # segmentations: a label table, for segment names and colours
     meshes: str | None = None  # segmentations: "generate", "multilod", or a mesh side table
-    colon_names: bool = True  # mesh manifests <id>:0 (False: <id>.json)
     voxel_size: tuple[float, float, float] | None = None  # slice stacks, mm
     orientation: str | None = None  # slice stacks: column, row, slice directions
     chunk_voxels: int = 64**3
