@@ -46,13 +46,15 @@ runs under ``measure``:
   wall   time.perf_counter around the command(s)
   CPU    user + sys of the whole process tree: the kernel's RUSAGE_CHILDREN delta (every
          descendant that was waited for, which Snakemake's jobs are)
-  peak   summed RSS of the process tree(s) (psutil), sampled every 20 ms; for several steps,
-         the largest step's; for a pool, the largest sum over the processes running at once
+  peak   summed PSS of the process tree(s) (psutil, see ``tree_rss``), sampled every 20 ms;
+         for several steps, the largest step's; for a pool, the largest sum over the processes
+         running at once
 Ours also gets the largest job's peak: per job the larger of Snakemake's benchmark record
-(OUTDIR/logs/<dataset>/*.tsv, max_rss, sampled, so it misses short jobs) and the exact peak
-the job logs itself (``peak memory N MiB``, from VmHWM). Memory is in MiB throughout (as
-Snakemake's max_rss). Ratios are ours / peer (memory: our largest job's peak / the peer's tree
-peak); this machine is noisy, so compare the ratios of one run rather than absolute times.
+(OUTDIR/logs/<dataset>/*.tsv, max_pss: the job's process tree, sampled, so it misses short
+jobs) and the exact peak the job's main process logs itself (``peak memory N MiB``, VmHWM).
+Memory is in MiB throughout. Ratios are ours / peer (memory: our largest job's peak / the
+peer's tree peak); this machine is noisy, so compare the ratios of one run rather than
+absolute times.
 After the runs, every writer's scale 0 is read back with TensorStore (strict: no fill of missing
 chunks) and compared with the input (a spot check, not a test).
 
@@ -134,7 +136,7 @@ class Job:
     name: str
     seconds: float | None
     cpu: float | None
-    peak: float | None  # MiB: max of Snakemake's max_rss and the job's own VmHWM
+    peak: float | None  # MiB: max of Snakemake's max_pss and the job's own VmHWM
 
 
 @dataclass
@@ -181,7 +183,10 @@ def own_cpu() -> float:
 
 
 def tree_rss(root: psutil.Process) -> int:
-    """Summed RSS (bytes) of ``root`` and its descendants; processes may vanish meanwhile."""
+    """Summed PSS (bytes) of ``root`` and its descendants; processes may vanish meanwhile.
+    PSS, not RSS: forked workers share their parent's pages (libraries, the parent's heap), and
+    a sum of RSS counts those once per process; PSS counts every page once, as the kernel (and a
+    cluster's cgroup) charges it. For a single process the two differ by its share of libraries."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
@@ -189,7 +194,7 @@ def tree_rss(root: psutil.Process) -> int:
     total = 0
     for proc in procs:
         with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
+            total += proc.memory_full_info().pss  # /proc/PID/smaps_rollup
     return total
 
 
@@ -501,7 +506,7 @@ def jobs_of(logs: Path) -> list[Job]:
             record = next(csv.DictReader(f, delimiter="\t"), {})
         log = tsv.with_suffix(".log")
         logged = [float(x) for x in JOB_PEAK.findall(log.read_text())] if log.exists() else []
-        peaks = [p for p in (number(record.get("max_rss")), *logged) if p is not None]
+        peaks = [p for p in (number(record.get("max_pss")), *logged) if p is not None]
         jobs.append(
             Job(
                 tsv.stem,
@@ -990,8 +995,13 @@ def workflow_parse(out: Path, source: Path) -> str:
         folder.mkdir(parents=True)
 
     reset()
+    empty = out / "startup" / "empty.smk"  # Snakemake's own dry run of a workflow of nothing
+    empty.write_text("rule all:\n    input:\n        [],\n")
     try:
         version = median_wall([sys.executable, "-m", "snakemake", "--version"], folder)
+        nothing = median_wall(
+            [sys.executable, "-m", "snakemake", "-s", str(empty), "--cores", "2", "-n"], folder
+        )
         dry = median_wall(snakemake_cmd(sheet, folder / "results", "-n"), folder, reset)
     except CommandFailed as exc:
         return f"- workflow parse: fails: {exc.line}"
@@ -1000,7 +1010,8 @@ def workflow_parse(out: Path, source: Path) -> str:
     return (
         f"- workflow parse (`snakemake -n`, one-row sheet, fresh folder, minus `snakemake"
         f" --version`): {parse:.2f} s (target <= 0.4 s: {met}); dry run {dry:.2f} s,"
-        f" --version {version:.2f} s"
+        f" --version {version:.2f} s; Snakemake's dry run of an empty workflow {nothing:.2f} s,"
+        f" so this workflow's own parse is {dry - nothing:.2f} s"
     )
 
 
@@ -1295,7 +1306,7 @@ def report(all_cases: list[Case], quick: bool, ig: Igneous, startup: list[str]) 
         *target_lines(all_cases),
         *sharding(all_cases),
         *startup,
-        "Per job (ours: Snakemake benchmark records; peak: max of max_rss and the job's VmHWM)"
+        "Per job (ours: Snakemake benchmark records; peak: max of max_pss and the job's VmHWM)"
         " and per step (the peers):",
         *(line for c in all_cases for line in job_lines(c)),
     ]

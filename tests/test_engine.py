@@ -117,7 +117,7 @@ def test_a_failing_dataset_leaves_the_others_done(tmp_path, t1_copies):
         log = tmp_path / "logs" / name / "convert.log"
         works.append(Work(plan, tmp_path / name, tmp_path / ".work" / name, log=log))
     manifest = tmp_path / "job.json"
-    with pytest.raises(Failed, match="1 of 3 datasets failed"):
+    with pytest.raises(Failed, match="1 of this job's 3 datasets failed"):
         convert_all(works, workers=2, manifest=manifest)
     assert (tmp_path / "a" / "info").is_file() and (tmp_path / "c" / "info").is_file()
     assert not (tmp_path / "b" / "info").exists()

@@ -42,7 +42,14 @@ def inputs(tmp_path_factory):
         ],
     )
     clean = folder / "clean"
-    snakemake(folder, "--config", f"samples={sheet}", f"results={clean}", "voxels_per_job=400000")
+    snakemake(
+        folder,
+        "--config",
+        f"samples={sheet}",
+        f"results={clean}",
+        "voxels_per_job=400000",
+        "job_voxels=1",
+    )
     return folder, sheet, digest(clean)
 
 
@@ -59,6 +66,7 @@ def start(folder, sheet, results):
         f"samples={sheet}",
         f"results={results}",
         "voxels_per_job=400000",
+        "job_voxels=1",
     ]
     return subprocess.Popen(
         cmd,
@@ -100,11 +108,25 @@ def test_killed_run_reruns_to_identical_bytes(inputs, victim):
     assert not (results / "img" / "info").exists() or not (results / "labels" / "info").exists()
     if victim == "snakemake":  # Snakemake's own lock outlives a SIGKILL: the documented unlock
         snakemake(folder, "--unlock", "--config", f"samples={sheet}", f"results={results}")
-    snakemake(folder, "--config", f"samples={sheet}", f"results={results}", "voxels_per_job=400000")
+    snakemake(
+        folder,
+        "--config",
+        f"samples={sheet}",
+        f"results={results}",
+        "voxels_per_job=400000",
+        "job_voxels=1",
+    )
     assert digest(results) == clean
     assert not list(results.rglob(".*.part"))
     check_pyramid(results / "img")
     written = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
-    snakemake(folder, "--config", f"samples={sheet}", f"results={results}", "voxels_per_job=400000")
+    snakemake(
+        folder,
+        "--config",
+        f"samples={sheet}",
+        f"results={results}",
+        "voxels_per_job=400000",
+        "job_voxels=1",
+    )
     # nothing left to do: no job ran, so no file was written again
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()} == written

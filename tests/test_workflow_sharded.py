@@ -39,7 +39,12 @@ def results(tmp_path_factory, data):
     )
     # small jobs: several stages and several shards per scale
     snakemake(
-        work, "--config", f"samples={sheet}", f"results={work / 'out'}", "voxels_per_job=1000000"
+        work,
+        "--config",
+        f"samples={sheet}",
+        f"results={work / 'out'}",
+        "voxels_per_job=1000000",
+        "job_voxels=1",
     )
     return work / "out"
 

@@ -225,6 +225,8 @@ def convert_all(
             raise Failed("a worker process was killed (out of memory?)") from None
     failed = [f for f in failed if f]
     if failed:
-        raise Failed(f"{len(failed)} of {len(works)} datasets failed")
+        raise Failed(
+            f"{len(failed)} of this job's {len(works)} datasets failed (each said why, in its log)"
+        )
     if manifest is not None:
         write_manifest(manifest, {"datasets": [w.plan.dataset for w in works]})

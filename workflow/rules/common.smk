@@ -107,10 +107,13 @@ DATASETS, PLANS, BATCHES = _load()
 REENCODED = [name for name, d in DATASETS.items() if is_precomputed(d.path)]
 MESH_FILES = [name for name, d in DATASETS.items() if d.options.type == "mesh"]
 VOLUMES = [name for name in DATASETS if name not in REENCODED + MESH_FILES]
-# converted by a `volumes` job (one dataset with its slabs in parallel, or small ones many to a
-# job); the other volumes fan out over `pyramid` jobs and a `finalize`
+# A volume is one `volume` job (its slabs in workers), small ones go many to a `volumes` job;
+# the others fan out over `pyramid` jobs and a `finalize`.
 BATCH_OF = {name: b for b in BATCHES.values() for name in b.datasets}
 FANNED = [name for name in VOLUMES if name not in BATCH_OF]
+SHARED = {
+    name: b for name, b in BATCHES.items() if len(b.datasets) > 1
+}  # `volumes` jobs
 
 
 def names_regex(names):
@@ -286,20 +289,35 @@ def decompressed_arg(wildcards, input):
 
 
 def all_targets(wildcards):
-    done = [str(WORK / "jobs" / f"{name}.json") for name in BATCHES]
+    done = [str(WORK / "jobs" / f"{name}.json") for name in SHARED]
     for name in DATASETS:
         if name in MESH_FILES:
             done.append(str(RESULTS / name / f"{name}.vtk"))
-        elif name not in BATCH_OF:
+        elif name not in BATCH_OF or BATCH_OF[name].name not in SHARED:
             done.append(str(RESULTS / name / "info"))
-    qc = FANNED + REENCODED if config["qc"] else []
-    return done + [str(WORK / name / "qc" / f"{name}.html") for name in qc]
+    qc = [n for n in VOLUMES + REENCODED if n not in BATCH_OF] if config["qc"] else []
+    singles = (
+        [n for n, b in BATCH_OF.items() if b.name not in SHARED] if config["qc"] else []
+    )
+    return done + [str(WORK / name / "qc" / f"{name}.html") for name in qc + singles]
 
 
-def batch_inputs(w):
+def job_datasets(w):
+    """A `volumes` job's datasets, or the one dataset of a `volume` job."""
+    return BATCHES[w.batch].datasets if "batch" in w.keys() else (w.dataset,)
+
+
+def job_workers(w):
+    if "batch" in w.keys():
+        return BATCHES[w.batch].workers
+    batch = BATCH_OF[w.dataset]
+    return batch.workers if batch.datasets == (w.dataset,) else 1
+
+
+def job_inputs(w):
     """Every source of the job's datasets, their label tables and what makes their meshes."""
     inputs = {"source": [], "labels": [], "meshes": []}
-    for name in BATCHES[w.batch].datasets:
+    for name in job_datasets(w):
         inputs["source"] += source_path(name)
         if DATASETS[name].options.labels:
             inputs["labels"].append(DATASETS[name].options.labels)
@@ -307,42 +325,43 @@ def batch_inputs(w):
     return inputs
 
 
-def batch_works(w):
+def job_works(w):
     """What the job converts (the script gets these objects: no plan to make again)."""
     from ngprecomputed.engine import Work
 
-    names = BATCHES[w.batch].datasets
+    names = job_datasets(w)
+    shared = len(names) > 1
+
+    def qc_page(name):
+        if not config["qc"]:
+            return None
+        return WORK / "jobs" / w.batch / "qc" if shared else WORK / name / "qc"
+
     return [
         Work(
             plan_of(name),
             RESULTS / name,
-            WORK / name,
+            WORK / name / "raw",
             labels=DATASETS[name].options.labels,
-            qc=(
-                WORK / "jobs" / w.batch / "qc" / f"{name}.html"
-                if config["qc"]
-                else None
-            ),
-            log=LOGS / name / "convert.log" if len(names) > 1 else None,
+            qc=qc_page(name) / f"{name}.html" if qc_page(name) else None,
+            log=LOGS / name / "convert.log" if shared else None,
         )
         for name in names
     ]
 
 
-def batch_mem_mb(w, attempt):
+def job_mem_mb_of(w, attempt):
     from ngprecomputed.resources import pooled_mem_mb
 
-    batch = BATCHES[w.batch]
-    plans = [plan_of(name) for name in batch.datasets]
-    return in_job_mb() + pooled_mem_mb(plans, batch.workers, config["qc"], attempt)
+    plans = [plan_of(name) for name in job_datasets(w)]
+    return in_job_mb() + pooled_mem_mb(plans, job_workers(w), config["qc"], attempt)
 
 
-def batch_runtime_min(w, attempt):
+def job_runtime_min_of(w, attempt):
     from ngprecomputed.resources import pooled_runtime_min
 
-    batch = BATCHES[w.batch]
-    plans = [plan_of(name) for name in batch.datasets]
-    return pooled_runtime_min(plans, batch.workers, attempt)
+    plans = [plan_of(name) for name in job_datasets(w)]
+    return pooled_runtime_min(plans, job_workers(w), attempt)
 
 
 def scale0_voxels(dataset):

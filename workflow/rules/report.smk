@@ -19,7 +19,7 @@ rule qc:
     benchmark:
         LOGS / "{dataset}" / "qc.tsv"
     wildcard_constraints:
-        dataset=names_regex(VOLUMES + REENCODED),
+        dataset=names_regex(FANNED + REENCODED),
     conda:
         "../envs/ngprecomputed.yaml"
     resources:

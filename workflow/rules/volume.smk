@@ -3,9 +3,48 @@
 # stage + info, written last; every such job plans the dataset again from the header.
 
 
-rule volumes:
+rule volume:
+    # one dataset: its slabs in workers, then its info (and QC page) last
     input:
-        unpack(batch_inputs),
+        unpack(job_inputs),
+    output:
+        **(
+            {
+                "qc": report(
+                    WORK / "{dataset}" / "qc" / "{dataset}.html",
+                    caption="../report/qc.rst",
+                    category="QC",
+                    subcategory="{dataset}",
+                    labels={"dataset": "{dataset}"},
+                )
+            }
+            if config["qc"]
+            else {}
+        ),
+        info=RESULTS / "{dataset}" / "info",
+    log:
+        LOGS / "{dataset}" / "job.log",
+    benchmark:
+        LOGS / "{dataset}" / "job.tsv"
+    wildcard_constraints:
+        dataset=names_regex(BATCH_OF),
+    conda:
+        "../envs/ngprecomputed.yaml"
+    threads: job_workers
+    resources:
+        mem_mb=job_mem_mb_of,
+        runtime=job_runtime_min_of,
+    params:
+        works=job_works,
+    script:
+        "../scripts/volume.py"
+
+
+rule volumes:
+    # small datasets, many to a job, `threads` at a time; a dataset that fails leaves the others
+    # done (their info is theirs, not the job's output) and says why in its own log
+    input:
+        unpack(job_inputs),
     output:
         manifest=WORK / "jobs" / "{batch}.json",
         qc=report(
@@ -21,15 +60,15 @@ rule volumes:
     benchmark:
         LOGS / "{batch}" / "job.tsv"
     wildcard_constraints:
-        batch=names_regex(BATCHES),
+        batch=names_regex(SHARED),
     conda:
         "../envs/ngprecomputed.yaml"
-    threads: lambda w: BATCHES[w.batch].workers
+    threads: job_workers
     resources:
-        mem_mb=batch_mem_mb,
-        runtime=batch_runtime_min,
+        mem_mb=job_mem_mb_of,
+        runtime=job_runtime_min_of,
     params:
-        works=batch_works,
+        works=job_works,
     script:
         "../scripts/volumes.py"
 
