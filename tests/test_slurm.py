@@ -15,8 +15,10 @@ from conftest import ROOT, package_file, snakemake, write_sheet
 
 pytestmark = pytest.mark.workflow
 
-# The T1 in 4 slabs (a gzip index, 4 pyramid jobs, finalize); each atlas in one job (finalize).
+# The T1 (8.7 M voxels) beyond job_voxels: 4 slab jobs (a gzip index, 4 pyramid jobs, finalize);
+# each atlas (at most 7.1 M voxels) one `volume` job.
 VOXELS_PER_JOB = 8_000_000
+JOB_VOXELS = 8_000_000
 PIAL = ("left", "right")
 # ngprecomputed's own line in a job's log when it runs inside a SLURM job
 IN_SLURM_JOB = re.compile(r" INFO SLURM job (\d+) on ")
@@ -75,6 +77,7 @@ def test_slurm_profile_runs_every_job_through_sbatch_and_matches_a_local_run(
     targets = [f"results/{name}/info" for name in ("t1", "aal", "aal3")]
     targets += ["results/pial_left/pial_left.vtk"]
     config = [*targets, "--config", f"samples={sheet}", f"voxels_per_job={VOXELS_PER_JOB}"]
+    config += [f"job_voxels={JOB_VOXELS}"]
     config += ["results=results"]
     for side in ("local", "cluster"):
         (tmp_path / side).mkdir()
@@ -87,7 +90,7 @@ def test_slurm_profile_runs_every_job_through_sbatch_and_matches_a_local_run(
     # Every job ran inside a SLURM job: each job's own log names it (none does on the local side).
     logs = sorted((tmp_path / "cluster" / "results" / "logs").glob("*/*.log"))
     kinds = {re.sub(r"\d+", "", p.stem) for p in logs}
-    assert {"finalize", "gzip_index", "stage_slab", "surfaces", "vtk"} <= kinds, kinds
+    assert {"finalize", "gzip_index", "stage_slab", "surfaces", "vtk", "job"} <= kinds, kinds
     job_of = {}
     for log in logs:
         found = IN_SLURM_JOB.search(log.read_text())
@@ -121,7 +124,7 @@ def test_slurm_profile_runs_every_job_through_sbatch_and_matches_a_local_run(
 def test_a_job_given_too_little_memory_is_killed_by_slurm_and_its_retry_succeeds(
     tmp_path, data, cluster
 ):
-    """The finalize job asks for 100 MB on its first attempt (too little: the Snakemake that runs
+    """The T1's job asks for 100 MB on its first attempt (too little: the Snakemake that runs
     it inside the job alone takes more); SLURM kills it, the profile's retry asks for more and
     the dataset comes out as a local run's."""
     sheet = write_sheet(
@@ -134,7 +137,7 @@ def test_a_job_given_too_little_memory_is_killed_by_slurm_and_its_retry_succeeds
         tmp_path / "cluster",
         *config,
         "--set-resources",
-        "finalize:mem_mb=100 if attempt == 1 else 3000",
+        "volume:mem_mb=100 if attempt == 1 else 3000",
     )
     snakemake(tmp_path / "local", *config)
     code = on_cluster.wait(timeout=900)
