@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -87,7 +88,9 @@ def wait_for_build_job(proc, skip=2, timeout=120):
                 cmd = child.cmdline()
             except psutil.Error:
                 continue
-            if "build" in cmd and "ngprecomputed" in " ".join(cmd) and child.pid not in seen:
+            # a pyramid job: Snakemake runs the rule's script (a copy named after it)
+            python = bool(cmd) and Path(cmd[0]).name.startswith("python")
+            if python and cmd[-1].endswith("pyramid.py") and child.pid not in seen:
                 seen.add(child.pid)
                 if len(seen) > skip:
                     return child.pid

@@ -69,14 +69,10 @@ def cmd_build(a) -> None:
 def cmd_finalize(a) -> None:
     """Build the last stage when it is one slab (it runs after every other job), then write
     ``transform.json`` and, last, ``info``."""
-    from .engine import finish
+    from .engine import finalize
 
     plan = planned(a)
-    last = len(plan.stages) - 1
-    if plan.stages[last].count == 1:
-        with naming(plan.dataset):
-            build_slab(plan, a.root, last, 0, gzip_index=a.gzip_index, scratch=a.scratch)
-    finish(plan, a.root, Options.from_json(a.options).labels)
+    finalize(plan, a.root, Options.from_json(a.options).labels, a.gzip_index, a.scratch)
 
 
 def cmd_convert(a) -> None:

@@ -17,7 +17,7 @@ import json
 import logging
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import crash
-from .errors import InputError, naming
+from .errors import InputError, naming, system_fault
 from .job import FORMAT, Failed, say_error
 from .plan import NAMES_DIR, Plan
 from .pyramid import build_slab
@@ -61,6 +61,16 @@ def finish(plan: Plan, root: Path, labels: str | None = None) -> None:
     crash.point("finalize")
     write_atomic(root / "info", json.dumps(plan.info(), indent=1).encode())
     log.info("%s: wrote %s", plan.dataset, root / "info")
+
+
+def finalize(plan: Plan, root: Path, labels=None, gzip_index=None, scratch=None) -> None:
+    """A fanned-out dataset's last job: its last stage when that is one slab (it runs after
+    every other job), then ``finish``."""
+    last = len(plan.stages) - 1
+    if plan.stages[last].count == 1:
+        with naming(plan.dataset):
+            build_slab(plan, root, last, 0, gzip_index=gzip_index, scratch=scratch)
+    finish(plan, root, labels)
 
 
 def _pool(workers: int):
@@ -181,30 +191,22 @@ def dataset_log(path: Path | None) -> Iterator[None]:
         handler.close()
 
 
-def _convert_logged(work: Work, workers: int, report: Callable[[str], str]) -> str | None:
-    """Convert one dataset; its failure (bad input, a full disk) as one line, else None."""
-    from .errors import system_fault
-
+def _convert_logged(work: Work, workers: int = 1) -> str | None:
+    """Convert one dataset; its failure (bad input, a full disk) said in one line and
+    returned, else None."""
     with dataset_log(work.log):
         try:
             convert(work, workers)
             return None
         except InputError as e:
-            return report(str(e))
+            message = str(e)
         except OSError as e:
             fault = system_fault(e)
             if fault is None:
                 raise
-            return report(f"dataset {work.plan.dataset}: {fault}")
-
-
-def _report(message: str) -> str:
-    say_error(message)
-    return message
-
-
-def _convert_one(work: Work) -> str | None:
-    return _convert_logged(work, 1, _report)
+            message = f"dataset {work.plan.dataset}: {fault}"
+        say_error(message)
+        return message
 
 
 def convert_all(
@@ -216,11 +218,11 @@ def convert_all(
     if qc is not None:
         qc.mkdir(parents=True, exist_ok=True)  # the job's QC folder, empty without QC
     if len(works) == 1 or workers < 2:
-        failed = [_convert_logged(w, workers, _report) for w in works]
+        failed = [_convert_logged(w, workers) for w in works]
     else:
         try:
             with _pool(min(workers, len(works))) as pool:
-                failed = list(pool.map(_convert_one, works))
+                failed = list(pool.map(_convert_logged, works))
         except BrokenProcessPool:
             raise Failed("a worker process was killed (out of memory?)") from None
     failed = [f for f in failed if f]

@@ -282,10 +282,18 @@ def gzip_index_arg(wildcards, input):
     return f"--gzip-index {input.gzip_index}" if "gzip_index" in input.keys() else ""
 
 
-def decompressed_arg(wildcards, input):
-    return (
-        f"--decompressed {input.decompressed}" if "decompressed" in input.keys() else ""
-    )
+def plan_param(w):
+    """The dataset's plan, handed to the job's script as it is (no JSON, no planning again)."""
+    return plan_of(w.dataset)
+
+
+def dataset_root(w):
+    return RESULTS / w.dataset
+
+
+def dataset_scratch(w):
+    """Raw copies of a lossy dataset's scales, and a decompressed source."""
+    return WORK / w.dataset / "raw"
 
 
 def all_targets(wildcards):

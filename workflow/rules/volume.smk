@@ -160,18 +160,11 @@ rule pyramid:
             plan_of(w.dataset), int(w.stage), int(w.slab), attempt
         ),
     params:
-        source=source_spec,
-        options=options_json,
-        root=lambda w: RESULTS / w.dataset,
-        scratch=lambda w: WORK / w.dataset / "raw",
-        gzip_index=gzip_index_arg,
-        decompressed=decompressed_arg,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} build {params.source:q} --dataset {wildcards.dataset}"
-        " --options {params.options:q} --stage {wildcards.stage} --slab {wildcards.slab}"
-        " --root {params.root:q} --manifest {output:q} {params.gzip_index}"
-        " {params.decompressed}"
-        " --scratch {params.scratch:q}"
+        plan=plan_param,
+        root=dataset_root,
+        scratch=dataset_scratch,
+    script:
+        "../scripts/pyramid.py"
 
 
 rule finalize:
@@ -197,15 +190,12 @@ rule finalize:
             plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0, attempt
         ),
     params:
-        source=source_spec,
-        options=options_json,
-        root=lambda w: RESULTS / w.dataset,
-        scratch=lambda w: WORK / w.dataset / "raw",
-        gzip_index=gzip_index_arg,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} finalize {params.source:q} --dataset {wildcards.dataset}"
-        " --options {params.options:q} --root {params.root:q}"
-        " {params.gzip_index} --scratch {params.scratch:q}"
+        plan=plan_param,
+        root=dataset_root,
+        scratch=dataset_scratch,
+        labels=lambda w: DATASETS[w.dataset].options.labels,
+    script:
+        "../scripts/finalize.py"
 
 
 rule reencode:
