@@ -107,13 +107,11 @@ DATASETS, PLANS, BATCHES = _load()
 REENCODED = [name for name, d in DATASETS.items() if is_precomputed(d.path)]
 MESH_FILES = [name for name, d in DATASETS.items() if d.options.type == "mesh"]
 VOLUMES = [name for name in DATASETS if name not in REENCODED + MESH_FILES]
-# A volume is one `volume` job (its slabs in workers), small ones go many to a `volumes` job;
-# the others fan out over `pyramid` jobs and a `finalize`.
+# A volume is one `volume` job (its slabs in workers), small ones go many to a `volumes` job
+# (SHARED); the others fan out over `pyramid` jobs and a `finalize` (FANNED).
 BATCH_OF = {name: b for b in BATCHES.values() for name in b.datasets}
 FANNED = [name for name in VOLUMES if name not in BATCH_OF]
-SHARED = {
-    name: b for name, b in BATCHES.items() if len(b.datasets) > 1
-}  # `volumes` jobs
+SHARED = {name: b for name, b in BATCHES.items() if len(b.datasets) > 1}
 
 
 def names_regex(names):
@@ -296,18 +294,21 @@ def dataset_scratch(w):
     return WORK / w.dataset / "raw"
 
 
+def in_shared_job(name):
+    return name in BATCH_OF and BATCH_OF[name].name in SHARED
+
+
 def all_targets(wildcards):
+    """Every dataset's info, or the manifest of the shared job that writes it; QC pages (a
+    shared job's are in its own folder, named by its manifest)."""
     done = [str(WORK / "jobs" / f"{name}.json") for name in SHARED]
     for name in DATASETS:
         if name in MESH_FILES:
             done.append(str(RESULTS / name / f"{name}.vtk"))
-        elif name not in BATCH_OF or BATCH_OF[name].name not in SHARED:
+        elif not in_shared_job(name):
             done.append(str(RESULTS / name / "info"))
-    qc = [n for n in VOLUMES + REENCODED if n not in BATCH_OF] if config["qc"] else []
-    singles = (
-        [n for n, b in BATCH_OF.items() if b.name not in SHARED] if config["qc"] else []
-    )
-    return done + [str(WORK / name / "qc" / f"{name}.html") for name in qc + singles]
+    qc = [n for n in VOLUMES + REENCODED if not in_shared_job(n)] if config["qc"] else []
+    return done + [str(WORK / name / "qc" / f"{name}.html") for name in qc]
 
 
 def job_datasets(w):
