@@ -307,7 +307,9 @@ def all_targets(wildcards):
             done.append(str(RESULTS / name / f"{name}.vtk"))
         elif not in_shared_job(name):
             done.append(str(RESULTS / name / "info"))
-    qc = [n for n in VOLUMES + REENCODED if not in_shared_job(n)] if config["qc"] else []
+    qc = (
+        [n for n in VOLUMES + REENCODED if not in_shared_job(n)] if config["qc"] else []
+    )
     return done + [str(WORK / name / "qc" / f"{name}.html") for name in qc]
 
 
