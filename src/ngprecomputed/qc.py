@@ -167,10 +167,11 @@ def label_counts(root: Path, info: dict, budget: int = SLAB_VOXELS, held: dict |
 
 
 def _channel_rows(a: np.ndarray, channels: int) -> list[np.ndarray]:
-    """A slab's values per histogram row: each channel, or all pooled past three."""
+    """A slab's values per histogram row: each channel, or all pooled past three (in memory
+    order: counting needs no C-ordered copy of a Fortran-ordered slab)."""
     if channels > 3:
-        return [a.ravel()]
-    return [a[..., c].ravel() for c in range(channels)]
+        return [a.ravel(order="K")]
+    return [a[..., c].ravel(order="K") for c in range(channels)]
 
 
 def value_histogram(
@@ -186,7 +187,8 @@ def value_histogram(
         exact = np.zeros((rows, 2 ** (8 * dtype.itemsize)), np.int64)
         for a in _scale0_slabs(root, info, budget, held):
             for r, v in enumerate(_channel_rows(a, info["num_channels"])):
-                exact[r] += np.bincount(v.astype(np.int64) - low, minlength=exact.shape[1])
+                v = v if low == 0 else v.astype(np.int64) - low  # unsigned: counted as they are
+                exact[r] += np.bincount(v, minlength=exact.shape[1])
         present = np.nonzero(exact.sum(0))[0]
         if not present.size:
             return Histogram([], [[] for _ in range(rows)], None, None, [None] * rows, 0)

@@ -95,7 +95,7 @@ def to_rgb(plane: np.ndarray, info: dict, span: tuple[float, float]) -> np.ndarr
 
 def png_bytes(image: Image.Image) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
+    image.save(out, format="PNG", compress_level=6)  # optimize=True: 5x the time, 10% smaller
     return out.getvalue()
 
 
