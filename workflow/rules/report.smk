@@ -27,5 +27,5 @@ rule qc:
         runtime=lambda w, attempt: qc_runtime_min(scale0_voxels(w.dataset), attempt),
     params:
         root=lambda w: RESULTS / w.dataset,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} qc {params.root:q} --out {output:q}"
+    script:
+        "../scripts/qc.py"

@@ -114,9 +114,8 @@ rule gzip_index:
         ),
     params:
         source=source_spec,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} gzindex {params.source:q} {output:q}"
-        " --dataset {wildcards.dataset}"
+    script:
+        "../scripts/gzip_index.py"
 
 
 rule decompress:
@@ -137,9 +136,8 @@ rule decompress:
         ),
     params:
         source=source_spec,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} decompress {params.source:q} {output:q}"
-        " --dataset {wildcards.dataset}"
+    script:
+        "../scripts/decompress.py"
 
 
 rule pyramid:
