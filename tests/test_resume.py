@@ -15,6 +15,10 @@ import pytest
 
 from conftest import ROOT, check_pyramid, snakemake, write_sheet
 
+# small slabs, each a job of its own: a run to kill half-way
+SETTINGS = ["voxels_per_job=400000", "job_voxels=1"]
+
+
 pytestmark = pytest.mark.workflow
 
 
@@ -48,8 +52,7 @@ def inputs(tmp_path_factory):
         "--config",
         f"samples={sheet}",
         f"results={clean}",
-        "voxels_per_job=400000",
-        "job_voxels=1",
+        *SETTINGS,
     )
     return folder, sheet, digest(clean)
 
@@ -66,8 +69,7 @@ def start(folder, sheet, results):
         "--config",
         f"samples={sheet}",
         f"results={results}",
-        "voxels_per_job=400000",
-        "job_voxels=1",
+        *SETTINGS,
     ]
     return subprocess.Popen(
         cmd,
@@ -116,8 +118,7 @@ def test_killed_run_reruns_to_identical_bytes(inputs, victim):
         "--config",
         f"samples={sheet}",
         f"results={results}",
-        "voxels_per_job=400000",
-        "job_voxels=1",
+        *SETTINGS,
     )
     assert digest(results) == clean
     assert not list(results.rglob(".*.part"))
@@ -128,8 +129,7 @@ def test_killed_run_reruns_to_identical_bytes(inputs, victim):
         "--config",
         f"samples={sheet}",
         f"results={results}",
-        "voxels_per_job=400000",
-        "job_voxels=1",
+        *SETTINGS,
     )
     # nothing left to do: no job ran, so no file was written again
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()} == written

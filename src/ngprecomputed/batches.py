@@ -75,14 +75,12 @@ def plan_jobs(items, cores: int, job_voxels: int) -> tuple[dict[str, Plan], list
     for name, source, opts in items:
         try:
             plan = make_plan(name, source, opts)
-            if voxels_of(plan) > job_voxels:
-                plans[name] = plan
-            elif is_small(plan, opts) and not opts.meshes:
-                plans[name] = plan
+            if voxels_of(plan) <= job_voxels and is_small(plan, opts) and not opts.meshes:
                 small.append(name)
-            else:
-                plans[name], workers = pooled_plan(name, source, opts, cores)
+            elif voxels_of(plan) <= job_voxels:
+                plan, workers = pooled_plan(name, source, opts, cores)
                 batches.append(Batch(name, (name,), workers))
+            plans[name] = plan  # beyond job_voxels: no job of its own, it fans out
         except InputError:
             continue
     sizes = {name: voxels_of(plans[name]) for name in small}

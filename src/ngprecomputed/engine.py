@@ -113,7 +113,8 @@ def _stage0_while_decompressing(work: Work, workers: int, raw: Path) -> None:
                 ready.notify_all()
 
     raw.parent.mkdir(parents=True, exist_ok=True)
-    with _pool(min(workers, count)) as pool:
+    workers = min(workers, count)
+    with _pool(workers) as pool:
         list(pool.map(int, range(workers)))  # the workers exist before the thread does
         thread = threading.Thread(target=inflate, daemon=True)
         thread.start()

@@ -48,9 +48,9 @@ def job(
 ) -> Iterator[None]:
     """Run the body as a job: logging to ``log_path`` (else stderr); bad input and faults of
     the machine end it with one line and exit status 1; its log ends with its peak memory."""
-    handler = logging.FileHandler(log_path, mode="w") if log_path else logging.StreamHandler()
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path, mode="w") if log_path else logging.StreamHandler()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format=FORMAT, handlers=[handler]
     )
