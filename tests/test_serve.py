@@ -263,9 +263,16 @@ def test_concurrent_gets(site):
 
 def test_dataset_urls(site):
     root, port = site
-    urls = dict(dataset_urls(root, "127.0.0.1", port))
+    (root / "surf").mkdir()
+    (root / "surf" / "surf.vtk").write_text("# vtk DataFile Version 3.0\n")
+    try:
+        urls = dict(dataset_urls(root, f"http://127.0.0.1:{port}", ["ds", "surf", "tsds"]))
+    finally:
+        (root / "surf" / "surf.vtk").unlink()
+        (root / "surf").rmdir()
     assert urls == {
         "ds": f"precomputed://http://127.0.0.1:{port}/ds",
+        "surf": f"vtk://http://127.0.0.1:{port}/surf/surf.vtk",
         "tsds": f"precomputed://http://127.0.0.1:{port}/tsds",
     }
 

@@ -1,10 +1,11 @@
 """The real Neuroglancer viewer, headless, on data the workflow converted.
 
 The MNI T1 (1 mm, uint8) and the AAL atlas (2 mm, x mirrored, other origin; colours from a
-label table written here; the fsaverage5 pial surfaces as meshes of two of its labels) and a
-pial surface as a mesh dataset are converted by the real workflow, then served by
-``ngprecomputed view`` (our server with the web client of the ``neuroglancer`` wheel) and opened
-in Debian's Chromium through Playwright, with the states ``view`` printed.
+label table written here; the fsaverage5 pial surfaces as meshes of two of its labels), the same
+atlas stored LIA, and a pial surface as a mesh dataset are converted by the real workflow, then
+served by ``ngprecomputed view`` (our server with the web client of the ``neuroglancer`` wheel)
+and opened in Debian's Chromium through Playwright, with the states ``view`` printed (served as
+JSON: a link names its state's URL).
 
 At 8 screen pixels per millimetre (``crossSectionScale`` 0.125 in a 1 mm world) each voxel is a
 block of 8x8 (T1) or 16x16 (AAL) pixels. Expected pixels come from the NIfTI files read with
@@ -14,12 +15,16 @@ converted data.
 """
 
 import colorsys
+import csv
+import html.parser
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -27,10 +32,11 @@ from urllib.parse import quote, unquote
 import nibabel as nib
 import numpy as np
 import pytest
+from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from PIL import Image
 from test_webconfig import ensure_installed
 
-from conftest import CHROMIUM_ARGS, package_file, snakemake, write_sheet
+from conftest import CHROMIUM_ARGS, ROOT, package_file, snakemake, write_sheet
 
 pytestmark = pytest.mark.workflow
 
@@ -47,7 +53,7 @@ CROSS_SECTION = {
     "showScaleBar": False,
     "showDefaultAnnotations": False,
 }
-NOISE = ("Disconnected", "GPU stall")  # besides the 404 of /events: no Python server here
+SESSION_S = 15  # every printed link stays open this long without a false alarm
 
 
 def colour_of(label: int) -> tuple[int, int, int]:
@@ -68,6 +74,9 @@ def results(tmp_path_factory, data):
         f"{seg},{package_file(*PIAL[side])}\n" for seg, side in MESHED.items()
     )
     (tmp / "surfaces.csv").write_text(table)
+    aal = nib.load(data["aal"])
+    lia = ornt_transform(io_orientation(aal.affine), axcodes2ornt("LIA"))
+    nib.save(aal.as_reoriented(lia), tmp / "aal_lia.nii.gz")
     sheet = write_sheet(
         tmp / "sheet.csv",
         [
@@ -79,6 +88,7 @@ def results(tmp_path_factory, data):
                 "labels": tmp / "labels.csv",
                 "meshes": tmp / "surfaces.csv",
             },
+            {"dataset": "aal_lia", "path": tmp / "aal_lia.nii.gz", "type": "segmentation"},
             {"dataset": "pial", "path": package_file(*PIAL["left"]), "type": "mesh"},
         ],
     )
@@ -104,28 +114,44 @@ def sharded_results(tmp_path_factory, data):
     return out
 
 
-def read_links(proc: subprocess.Popen, last: str) -> dict[str, str]:
-    """The indented ``name: URL`` lines a serving command prints, up to ``last``."""
-    links = {}
+def read_printed(proc: subprocess.Popen, last: str) -> dict[str, dict[str, str]]:
+    """What a serving command prints up to the view named ``last``: ``{"Index page": URL,
+    "Sources": {name: URL}, "Views": {name: link}}``."""
+    printed: dict = {}
+    section = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             pytest.fail(f"the command ended ({proc.wait()}): {proc.stderr.read()[-2000:]}")
-        if line.startswith("  "):
+        if line.startswith("  ") and section:
             name, _, url = line.strip().partition(": ")
-            links[name] = url
-            if name == last:
-                return links
+            printed[section][name] = url
+            if section == "Views" and name == last:
+                return printed
+        elif line.startswith("Index page: "):
+            printed["Index page"] = line.split()[2]
+        else:
+            section = line.split()[0].rstrip(":")
+            printed.setdefault(section, {})
     pytest.fail("no links printed")
+
+
+def read_links(proc: subprocess.Popen, last: str) -> dict[str, str]:
+    """The view links a serving command prints, up to ``last``."""
+    return read_printed(proc, last)["Views"]
+
+
+def view_process(results, *args):
+    cmd = [sys.executable, "-m", "ngprecomputed.cli", "view", str(results), "--port", "0"]
+    return subprocess.Popen(
+        [*cmd, "--offline", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def viewing(results):
     """``ngprecomputed view RESULTS --offline`` on any free port: its printed links."""
-    cmd = [sys.executable, "-m", "ngprecomputed.cli", "view", str(results), "--port", "0"]
-    proc = subprocess.Popen(
-        [*cmd, "--offline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = view_process(results)
     try:
         yield read_links(proc, "all")
     finally:
@@ -168,7 +194,12 @@ def browser():
 
 
 def decode(link: str) -> tuple[str, dict]:
+    """``(client, state)`` of a link: the state in the fragment, or at the URL it names."""
     client, _, fragment = link.partition("#!")
+    if re.match(r"^[a-z][a-z\d+.-]*://", fragment):
+        with urllib.request.urlopen(fragment, timeout=30) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            return client, json.loads(r.read())
     return client, json.loads(unquote(fragment))
 
 
@@ -195,9 +226,8 @@ def show(browser, client: str, state: dict, wanted) -> Shown:
     errors: list[str] = []
 
     def on_console(msg):
-        where = msg.location.get("url", "")
-        if msg.type == "error" and "/events/" not in where and not msg.text.startswith(NOISE):
-            errors.append(f"{msg.text} ({where})")
+        if msg.type == "error":
+            errors.append(f"{msg.text} ({msg.location.get('url', '')})")
 
     page.on("response", lambda r: responses.__setitem__(r.url, r.status))
     page.on("console", on_console)
@@ -234,13 +264,13 @@ def show(browser, client: str, state: dict, wanted) -> Shown:
 
 
 def check_network(shown: Shown) -> None:
-    """Every wanted URL answered 200/206 (a shard: 206, read in ranges); nothing failed but the
-    client's /events poll."""
+    """Every wanted URL answered 200/206 (a shard: 206, read in ranges); nothing failed, no
+    console error."""
     for w in shown.wanted:
         got = [s for u, s in shown.responses.items() if u.endswith(w)]
         assert got and all(s in (200, 206) for s in got), (w, got)
         assert not w.endswith(".shard") or set(got) == {206}, (w, got)
-    failed = {u: s for u, s in shown.responses.items() if s >= 400 and "/events/" not in u}
+    failed = {u: s for u, s in shown.responses.items() if s >= 400}
     assert not failed, failed
     assert not shown.errors, shown.errors
 
@@ -303,9 +333,11 @@ def layer(state: dict, name: str) -> dict:
 
 
 def test_the_printed_states(results, view, data):
-    """One link per dataset and the overlay; the T1's state is centred on its volume and its
-    display range comes from its values."""
-    assert set(view) == {"t1", "aal", "pial", "all"}
+    """One short link per dataset and the overlay; the T1's state is centred on its volume and
+    its display range comes from its values; the overlay shows the image, then one atlas at
+    partial opacity (the other listed, hidden), then the surface."""
+    assert set(view) == {"t1", "aal", "aal_lia", "pial", "all"}
+    assert all(len(link) < 200 for link in view.values()), view
     client, state = decode(view["t1"])
     assert client.endswith("/v/ngprecomputed/")
     vol, affine = nifti(data["mni_t1"])
@@ -315,8 +347,11 @@ def test_the_printed_states(results, view, data):
     assert vol.min() <= lo < hi <= vol.max()
     assert 0.0005 < (vol > hi).mean() < 0.03  # the brightest few voxels saturate
     _, overlay = decode(view["all"])
-    assert [lay["name"] for lay in overlay["layers"]] == ["t1", "aal", "pial"]
+    assert [lay["name"] for lay in overlay["layers"]] == ["t1", "aal", "aal_lia", "pial"]
+    assert [lay.get("visible", True) for lay in overlay["layers"]] == [True, True, False, True]
     aal = layer(overlay, "aal")
+    assert 0.2 <= aal["selectedAlpha"] == aal["notSelectedAlpha"] < 0.5
+    assert aal["objectAlpha"] < 1  # the surface shows through the atlas's meshes
     table = package_file(*AAL_LABELS).read_text().splitlines()[1:]
     ids = [int(line.split(",")[0]) for line in table]
     hexes = {str(k): "#" + bytes(colour_of(k)).hex() for k in ids}
@@ -378,8 +413,8 @@ def test_segmentation_draws_the_label_colours(served, browser, data):
 
 
 def test_overlay_aligns_image_and_atlas(results, view, browser, data):
-    """The overlay as printed (range from the data, segments at alpha 0.5): the atlas, 2 mm and
-    mirrored in x, lands on the T1's voxels where both affines put it."""
+    """The overlay as printed (range from the data, segments at partial opacity): the atlas,
+    2 mm and mirrored in x, lands on the T1's voxels where both affines put it."""
     client, state = decode(view["all"])
     state.update(CROSS_SECTION, position=[*state["position"][:2], 22.0])
     labels, aal_affine = nifti(data["aal"])
@@ -406,7 +441,10 @@ def test_overlay_aligns_image_and_atlas(results, view, browser, data):
     lo, hi = layer(state, "t1")["shaderControls"]["normalized"]["range"]
     grey = np.clip((t1[tuple(t1_voxels(seen).T)] - lo) / (hi - lo), 0, 1) * 255
     colours = np.array([colour_of(v) if v else (0, 0, 0) for v in values])
-    alpha = np.where(values > 0, 0.5, 0.0)[:, None]
+    aal = layer(state, "aal")
+    listed = np.isin(values, [int(v) for v in aal["segments"]])
+    alpha = np.where(listed, aal["selectedAlpha"], aal["notSelectedAlpha"])
+    alpha = np.where(values > 0, alpha, 0.0)[:, None]
     expected = alpha * colours + (1 - alpha) * grey[:, None]
     assert (values > 0).sum() > 200 and (values == 0).sum() > 200
     diff = np.abs(shown.pixels[rows, cols] - expected).max(axis=1)
@@ -474,18 +512,16 @@ def test_serve_prints_viewer_links(results):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         links = read_links(proc, "all")
+        client, state = decode(links["t1"])  # while it serves the states
+        pial = layer(decode(links["all"])[1], "pial")
     finally:
         proc.terminate()
         proc.wait(10)
-    assert set(links) == {"t1", "aal", "pial", "all"}
-    client, state = decode(links["t1"])
+    assert set(links) == {"t1", "aal", "aal_lia", "pial", "all"}
     assert client == "https://neuroglancer-demo.appspot.com/"
     url = state["layers"][0]["source"]["url"]
     assert url.startswith("precomputed://http://127.0.0.1:") and url.endswith("/t1")
-    assert (
-        decode(links["all"])[1]["layers"][2]["source"]
-        == url[: -len("t1")].replace("precomputed://", "vtk://") + "pial/pial.vtk"
-    )
+    assert pial["source"] == url[: -len("t1")].replace("precomputed://", "vtk://") + "pial/pial.vtk"
 
 
 def test_webconfig_target(results):
@@ -541,3 +577,250 @@ def test_3d_meshes_are_where_their_surfaces_are(results, view, browser, name, si
         edge = cols.min() - centre_col if axis == 0 else rows.max() - centre_row
         what = "left" if axis == 0 else "bottom"
         assert abs(edge) <= 2, f"{name}: the {what} edge is {edge} px off"
+
+
+# --- conventional orientation -----------------------------------------------------------------
+
+# the layout's cross-section panels in page order, and the world axis (index, sign) that grows
+# towards the screen's top and towards its right: neurological, the subject's left on the left
+CONVENTIONAL = {
+    "neurological": {
+        "sagittal": ((2, 1), (1, -1)),
+        "coronal": ((2, 1), (0, 1)),
+        "axial": ((1, 1), (0, 1)),
+    },
+    "radiological": {
+        "sagittal": ((2, 1), (1, -1)),
+        "coronal": ((2, 1), (0, -1)),
+        "axial": ((1, 1), (0, -1)),
+    },
+}
+HOVER_PX = 100
+
+
+def pointed(page) -> np.ndarray:
+    """The world position (mm) the mouse-position widget shows."""
+    text = page.evaluate(
+        "document.querySelector('.neuroglancer-mouse-position-widget').textContent"
+    )
+    found = dict(re.findall(r"([xyz])\s*(-?\d+(?:\.\d+)?)", text))
+    return np.array([float(found[a]) for a in "xyz"])
+
+
+def hover(page, box: dict, dx: float, dy: float) -> np.ndarray:
+    page.mouse.move(box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy)
+    page.wait_for_timeout(150)
+    return pointed(page)
+
+
+def axis_of(step: np.ndarray) -> tuple[int, int]:
+    """The world axis a screen move follows, and its sign; it must follow one axis only."""
+    axis = int(np.argmax(np.abs(step)))
+    others = np.delete(np.abs(step), axis)
+    assert abs(step[axis]) > 40 and (others <= 1).all(), step  # mm; the widget rounds to 1 mm
+    return axis, int(np.sign(step[axis]))
+
+
+def opened(browser, link: str):
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.goto(link)
+    page.wait_for_function("window.viewer !== undefined && window.viewer.isReady()", timeout=30_000)
+    return page, errors
+
+
+@pytest.fixture(scope="module")
+def radiological_view(results):
+    proc = view_process(results, "--radiological", "--dataset", "t1")
+    try:
+        yield read_links(proc, "t1")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("name", "convention"),
+    [("t1", "neurological"), ("aal_lia", "neurological"), ("t1", "radiological")],
+)
+def test_orientation_is_conventional(request, browser, name, convention):
+    """Read from the viewer itself: the mouse moved up and right in each panel moves the world
+    position the widget shows along the conventional axes, for the MNI T1 and for an atlas
+    stored LIA alike (its voxel order plays no part: the world is RAS)."""
+    links = request.getfixturevalue("view" if convention == "neurological" else "radiological_view")
+    page, errors = opened(browser, links[name])
+    try:
+        panels = page.locator(".neuroglancer-rendered-data-panel")
+        assert panels.count() == 4  # sagittal, coronal, axial, 3D
+        seen = {}
+        for i, plane in enumerate(CONVENTIONAL[convention]):
+            box = panels.nth(i).bounding_box()
+            up = hover(page, box, 0, -HOVER_PX) - hover(page, box, 0, HOVER_PX)
+            right = hover(page, box, HOVER_PX, 0) - hover(page, box, -HOVER_PX, 0)
+            seen[plane] = (axis_of(up), axis_of(right))
+    finally:
+        page.close()
+    assert seen == CONVENTIONAL[convention]
+    assert not errors, errors
+
+
+def test_lia_atlas_shows_the_labels_where_they_are(view, browser, data):
+    """Hovering the axial panel of the LIA-stored atlas: the label the viewer reports under the
+    mouse is the label of the RAS original (nibabel) at the world point the viewer reports."""
+    labels, affine = nifti(data["aal"])
+    page, errors = opened(browser, view["aal_lia"])
+    checked, nonzero = 0, set()
+    try:
+        page.wait_for_timeout(2000)  # chunks
+        box = page.locator(".neuroglancer-rendered-data-panel").nth(2).bounding_box()
+        for dx in range(-90, 91, 30):
+            for dy in range(-90, 91, 30):
+                page.mouse.move(box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy)
+                page.wait_for_timeout(100)
+                world = np.array(page.evaluate("Array.from(window.viewer.mouseState.position)"))
+                value = page.locator(".neuroglancer-layer-item-value").first.text_content()
+                index = (np.linalg.inv(affine) @ [*world, 1])[:3]
+                if (np.abs(index - np.round(index)) > 0.4).any() or not value.strip():
+                    continue  # on a voxel boundary, or not yet drawn
+                expected = int(labels[tuple(np.round(index).astype(int))])
+                assert int(value.split()[0]) == expected, (world, value, expected)
+                checked += 1
+                nonzero.add(expected)
+    finally:
+        page.close()
+    assert checked >= 20 and len(nonzero - {0}) >= 5, (checked, nonzero)
+    assert not errors, errors
+
+
+# --- the front door, on the default sheet -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_site(tmp_path_factory):
+    """The default sample sheet converted, and ``view`` serving it: what it printed."""
+    tmp = tmp_path_factory.mktemp("default_sheet")
+    snakemake(tmp, "--config", f"samples={ROOT / 'config' / 'samples.csv'}", f"results={tmp / 'r'}")
+    proc = view_process(tmp / "r")
+    try:
+        yield read_printed(proc, "all")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Anchors(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a":
+            self.links.append(attrs["href"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def fetch(url: str) -> tuple[bytes, str]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read(), r.headers.get_content_type()
+
+
+def test_index_page_lists_every_dataset_with_a_picture(default_site):
+    with open(ROOT / "config" / "samples.csv", newline="") as f:
+        names = [row["dataset"] for row in csv.DictReader(f)]
+    index = default_site["Index page"]
+    body, kind = fetch(index)
+    assert kind == "text/html"
+    page = Anchors()
+    page.feed(body.decode())
+    text = " ".join(page.text)
+    assert all(name in text for name in names), text
+    assert len(page.images) == len(names)
+    for src in page.images:
+        png, kind = fetch(index.rstrip("/") + src)
+        picture = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+        assert kind == "image/png" and min(picture.shape) >= 32 and picture.std() > 10, src
+    printed = set(default_site["Views"].values())
+    assert printed <= set(page.links)  # alone, and the overlay
+    assert len(page.links) == 2 * len(names) + 1  # alone, with the others; the overlay
+    for link in page.links:
+        client, state = decode(link)
+        assert client == default_site["Views"]["all"].partition("#!")[0]
+        assert len(link) < 200
+        shown = [lay["name"] for lay in state["layers"]]
+        assert set(shown) <= set(names) and shown
+
+
+def test_no_false_alarm_in_a_session(default_site, browser):
+    """Every link of the index page (which holds every printed one) open at once for 15 s: no
+    console error, no failed request, nothing in the page that reads as a failure, and each
+    view's layers loaded."""
+    body, _ = fetch(default_site["Index page"])
+    anchors = Anchors()
+    anchors.feed(body.decode())
+    pages, failures = [], []
+    start = time.monotonic()
+    try:
+        for link in anchors.links:
+            page = browser.new_page(viewport={"width": 800, "height": 600})
+            page.on(
+                "console",
+                lambda m, link=link: m.type == "error" and failures.append((link, m.text)),
+            )
+            page.on("pageerror", lambda e, link=link: failures.append((link, str(e))))
+            page.on(
+                "response",
+                lambda r, link=link: r.status >= 400 and failures.append((link, r.url, r.status)),
+            )
+            page.goto(link)
+            pages.append(page)
+        for page in pages:
+            page.wait_for_function(
+                "window.viewer !== undefined && window.viewer.isReady()", timeout=60_000
+            )
+        pages[0].wait_for_timeout(max(0, SESSION_S - (time.monotonic() - start)) * 1000)
+        for link, page in zip(anchors.links, pages, strict=True):
+            text = page.evaluate("document.body.innerText")
+            for alarm in ("Disconnected", "Connecting", "Error", "rror loading"):
+                assert alarm not in text, (link, alarm, text[-500:])
+            layers = page.evaluate("window.viewer.layerManager.managedLayers.map(l => l.name)")
+            assert layers == [lay["name"] for lay in decode(link)[1]["layers"]]
+    finally:
+        for page in pages:
+            page.close()
+    assert time.monotonic() - start >= SESSION_S
+    assert not failures, failures[:10]
+
+
+# --- what `view` answers ----------------------------------------------------------------------
+
+
+def test_view_accepts_a_dataset_folder(results):
+    proc = view_process(results / "aal")
+    try:
+        printed = read_printed(proc, "aal")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert set(printed["Views"]) == {"aal"} and set(printed["Sources"]) == {"aal"}
+
+
+@pytest.mark.parametrize("where", ["aal/mesh", "empty"])
+def test_view_of_a_folder_without_datasets_is_one_line(results, tmp_path, where):
+    folder = results / where if where != "empty" else tmp_path
+    proc = subprocess.run(
+        [sys.executable, "-m", "ngprecomputed.cli", "view", str(folder), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "no dataset here" in proc.stderr, proc.stderr

@@ -4,19 +4,22 @@ data on one server. (The real viewer opens them in tests/test_viewer.py.)"""
 import http.client
 import json
 import threading
-from urllib.parse import unquote
 
 import numpy as np
 import pytest
 
+from ngprecomputed import site
 from ngprecomputed.cli import main
 from ngprecomputed.errors import InputError
 from ngprecomputed.plan import neuroglancer_transform
-from ngprecomputed.serve import make_server
+from ngprecomputed.serve import CLIENT_SHIM, make_server
 from ngprecomputed.viewer import (
+    OVERLAY_ALPHA,
+    PANEL_PIXELS,
     datasets,
     display_range,
-    links,
+    looking_from,
+    panel_orientation,
     source_transform,
     state,
     state_url,
@@ -125,7 +128,8 @@ def test_overlay_state(results):
     assert lo == np.floor(np.percentile(values, 0.5)) and hi == np.ceil(np.percentile(values, 99.5))
     assert seg["segmentColors"] == {"3": "#ff0000"}
     assert seg["segments"] == ["3", "5", "7", "12"]  # meshed, in id order
-    assert seg["notSelectedAlpha"] == 0.5
+    assert seg["notSelectedAlpha"] == seg["selectedAlpha"] == OVERLAY_ALPHA  # over the image
+    assert seg["objectAlpha"] < 1  # a surface is shown with its meshes
     assert surf == {"type": "mesh", "source": "vtk://http://h:1/surf/surf.vtk", "name": "surf"}
     # the volume's world box: voxel centres 0..n-1 through the affine, half a voxel around
     corners = np.array([AFFINE @ [*c, 1] for c in ([0, 0, 0], np.array(SHAPE) - 1)])[:, :3]
@@ -135,21 +139,80 @@ def test_overlay_state(results):
     hi_mm = np.maximum(hi_mm, np.array(SHAPE) * RES_NM / 1e6)  # seg: no transform.json, from 0
     lo_mm = np.minimum(lo_mm, 0)
     np.testing.assert_allclose(s["position"], (lo_mm + hi_mm) / 2)
-    assert s["crossSectionScale"] == pytest.approx(max(hi_mm - lo_mm) / 400)
+    assert s["crossSectionScale"] == pytest.approx(max(hi_mm - lo_mm) / PANEL_PIXELS)
 
 
-def test_links_and_url(results):
-    got = links(results, "http://h:1", "http://client/")
-    assert [name for name, _ in got] == ["img", "seg", "surf", "all"]
-    client, _, fragment = got[0][1].partition("#!")
+def test_only_one_atlas_and_one_image_visible(results):
+    (results / "seg2").mkdir()
+    (results / "seg2" / "info").write_text((results / "seg" / "info").read_text())
+    (results / "img2").mkdir()
+    (results / "img2" / "info").write_text((results / "img" / "info").read_text())
+    (results / "img2" / "s0").symlink_to(results / "img" / "s0")
+    s = state(results, ["seg2", "img2", "surf", "seg", "img"], "http://h:1")
+    shown = [(lay["name"], lay.get("visible", True)) for lay in s["layers"]]
+    assert shown == [("img2", True), ("img", False), ("seg2", True), ("seg", False), ("surf", True)]
+
+
+def rotate(q, v):
+    """``v`` rotated by the unit quaternion ``[x, y, z, w]`` (the textbook formula)."""
+    x, y, z, w = q
+    u = np.array([x, y, z])
+    return 2 * np.dot(u, v) * u + (w * w - np.dot(u, u)) * np.asarray(v) + 2 * w * np.cross(u, v)
+
+
+@pytest.mark.parametrize(
+    ("plane", "convention", "right", "down"),
+    [
+        ("axial", "neurological", (1, 0, 0), (0, -1, 0)),
+        ("coronal", "neurological", (1, 0, 0), (0, 0, -1)),
+        ("sagittal", "neurological", (0, -1, 0), (0, 0, -1)),
+        ("axial", "radiological", (-1, 0, 0), (0, -1, 0)),
+        ("coronal", "radiological", (-1, 0, 0), (0, 0, -1)),
+        ("sagittal", "radiological", (0, -1, 0), (0, 0, -1)),
+    ],
+)
+def test_panel_orientations(plane, convention, right, down):
+    """A panel's screen x and y axes, rotated by its orientation, are these world directions."""
+    q = panel_orientation(plane, convention)
+    assert np.linalg.norm(q) == pytest.approx(1)
+    np.testing.assert_allclose(rotate(q, [1, 0, 0]), right, atol=1e-8)
+    np.testing.assert_allclose(rotate(q, [0, 1, 0]), down, atol=1e-8)
+
+
+def test_3d_camera_looks_from_the_left_front_and_above():
+    q = looking_from((-1, 0.6, 0.7))
+    into = rotate(q, [0, 0, 1])  # the camera looks along its z
+    np.testing.assert_allclose(into, -np.array([-1, 0.6, 0.7]) / np.linalg.norm([-1, 0.6, 0.7]))
+    assert rotate(q, [0, 1, 0])[2] < -0.5  # screen down is mostly inferior
+
+
+def test_site_links_name_served_states(results):
+    made = site.build(results, "http://h:1", "http://client/")
+    assert [name for name, _ in made.links] == ["img", "seg", "surf", "all"]
+    client, _, fragment = made.links[0][1].partition("#!")
     assert client == "http://client/"
-    assert "%" in fragment and "{" not in fragment  # quoted whole
-    assert json.loads(unquote(fragment)) == state(results, ["img"], "http://h:1")
-    assert links(results, "http://h:1", only=["seg"])[0][0] == "seg"
-    assert len(links(results, "http://h:1", only=["seg"])) == 1
+    assert fragment == "http://h:1/v/ngprecomputed/states/img.json"
+    body, kind = made.pages["/v/ngprecomputed/states/img.json"]
+    assert kind == "application/json"
+    assert json.loads(body) == state(results, ["img"], "http://h:1")
+    page = made.pages["/"][0].decode()
+    for name in ("img", "seg", "surf"):
+        assert f"<b>{name}</b>" in page
+        assert f"states/with/{name}.json" in page
+    for name in ("img", "surf"):  # seg has no chunks here: no picture
+        assert f"/v/ngprecomputed/pictures/{name}.png" in page
+        assert made.pages[f"/v/ngprecomputed/pictures/{name}.png"][0].startswith(b"\x89PNG")
+    assert "states/all.json" in page
+    assert [n for n, _ in site.build(results, "http://h:1", "c/", only=["seg"]).links] == ["seg"]
     with pytest.raises(InputError, match="no dataset nope"):
-        links(results, "http://h:1", only=["nope"])
+        site.build(results, "http://h:1", "c/", only=["nope"])
     assert state_url({"a": 1}, "c/") == "c/#!%7B%22a%22%3A1%7D"
+
+
+def test_a_dataset_folder_is_not_a_results_folder(results):
+    assert datasets(results / "seg") == []  # its mesh/ and names/ hold an info, not scales
+    with pytest.raises(InputError, match="no dataset here"):
+        site.build(results / "seg", "http://h:1", "c/")
 
 
 def test_bad_transform_is_one_line(results):
@@ -183,7 +246,7 @@ def client_site(tmp_path_factory):
     (results / "img" / "s0" / "0-4_0-5_0-6").write_bytes(VALUES.tobytes(order="F"))
     client = tmp_path / "client"
     client.mkdir()
-    (client / "index.html").write_text("<html>ng</html>")
+    (client / "index.html").write_text("<html><head></head>ng</html>")
     (client / "a1.wasm").write_bytes(b"\0asm")
     (client / "main.js").write_text("x=1")
     (tmp_path / "secret.txt").write_text("SECRET")
@@ -196,6 +259,9 @@ def client_site(tmp_path_factory):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+SHIMMED = b"<html><head>" + CLIENT_SHIM + b"</head>ng</html>"
 
 
 def get(port, path):
@@ -211,8 +277,12 @@ def get(port, path):
 @pytest.mark.parametrize(
     "path, kind, body",
     [
-        ("/v/ngprecomputed/", "text/html", b"<html>ng</html>"),
-        ("/v/ngprecomputed/index.html", "text/html", b"<html>ng</html>"),
+        ("/v/ngprecomputed/", "text/html", b"<html><head>" + CLIENT_SHIM + b"</head>ng</html>"),
+        (
+            "/v/ngprecomputed/index.html",
+            "text/html",
+            b"<html><head>" + CLIENT_SHIM + b"</head>ng</html>",
+        ),
         ("/v/ngprecomputed/a1.wasm", "application/wasm", b"\0asm"),
         ("/v/ngprecomputed/main.js", "text/javascript", b"x=1"),
         ("/img/s0/0-4_0-5_0-6", "application/octet-stream", VALUES.tobytes(order="F")),

@@ -212,14 +212,14 @@ def cmd_reencode(a) -> None:
 def cmd_serve(a) -> None:
     from .serve import serve
 
-    serve(a.root, a.host, a.port, client_url=a.client)
+    serve(a.root, a.host, a.port, client_url=a.client, convention=a.convention)
 
 
 def cmd_view(a) -> None:
     """Serve the results and, unless a client URL is given, the web client of the
     ``neuroglancer`` wheel (no internet needed; the same origin as the data)."""
     from .serve import serve
-    from .viewer import bundled_client, datasets
+    from .viewer import bundled_client
 
     client = None if a.client else bundled_client()
     if a.offline and client is None:
@@ -229,9 +229,15 @@ def cmd_view(a) -> None:
         )
     if client is None and not a.client:
         log.warning("neuroglancer is not installed: links use the public demo client")
-    if not datasets(a.root):
-        raise InputError(f"results folder {a.root}: no dataset (no <dataset>/info)")
-    serve(a.root, a.host, a.port, client=client, client_url=a.client, only=a.dataset)
+    serve(
+        a.root,
+        a.host,
+        a.port,
+        client=client,
+        client_url=a.client,
+        only=a.dataset,
+        convention=a.convention,
+    )
 
 
 def cmd_webconfig(a) -> None:
@@ -269,6 +275,20 @@ def cmd_run(a) -> None:
     code = subprocess.call(cmd)
     if code:
         raise SystemExit(code)
+
+
+ROOT_HELP = "a results folder, or one dataset's folder (default: results)"
+
+
+def add_convention(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--radiological",
+        dest="convention",
+        action="store_const",
+        const="radiological",
+        default="neurological",
+        help="the subject's left on the screen's right (default: on the left, neurological)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -394,14 +414,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_reencode)
 
     s = sub.add_parser("serve", help="serve a results folder to Neuroglancer (CORS, Range, .gz)")
-    s.add_argument("root", type=Path, nargs="?", default=Path("results"))
+    s.add_argument("root", type=Path, nargs="?", default=Path("results"), help=ROOT_HELP)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--client", help="Neuroglancer client of the printed links (default: demo)")
+    add_convention(s)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("view", help="serve results and the Neuroglancer client; print links")
-    s.add_argument("root", type=Path, nargs="?", default=Path("results"))
+    s.add_argument("root", type=Path, nargs="?", default=Path("results"), help=ROOT_HELP)
     s.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
@@ -409,6 +430,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--offline", action="store_true", help="fail unless the wheel's client can be served"
     )
+    add_convention(s)
     s.set_defaults(func=cmd_view)
 
     s = sub.add_parser("webconfig", help="nginx and Apache configs serving a results folder")

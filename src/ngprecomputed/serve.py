@@ -21,6 +21,12 @@ Standard library only: a :class:`http.server.ThreadingHTTPServer` (daemon thread
 * Optionally a Neuroglancer web client folder under ``/v/<token>/`` (``ngprecomputed view``):
   the client only starts at such a path. Its files get their usual types (``.wasm`` as
   ``application/wasm``, which WebAssembly streaming compilation requires).
+* Pages made in memory (``pages``: the index page at ``/``, the views' states, pictures; see
+  :mod:`ngprecomputed.site`) are answered before any file.
+* The client's ``index.html`` gets :data:`CLIENT_SHIM` first: the wheel's client is built for
+  the Python integration and opens an ``EventSource`` on ``/events/<token>``; with no Python
+  server it shows "Disconnected from Python server" forever. The shim answers that stream as
+  connected (and holds no connection: a browser allows 6 per server, shared by every tab).
 * Content-Type ``application/json`` for ``info``, ``*.json`` and ``*:0``; everything else
   (chunks, shards, mesh fragments) is ``application/octet-stream``.
 * Nothing outside the root: paths with ``..`` or ``.`` segments (also percent-encoded), empty
@@ -61,6 +67,19 @@ CLIENT_TYPES = {
     ".json": "application/json",
     ".svg": "image/svg+xml",
 }
+
+
+CLIENT_SHIM = b"""<script>
+(() => {
+  const Real = window.EventSource;  // ngprecomputed: no Python server behind this client
+  window.EventSource = function (url, options) {
+    if (!String(url).includes("/events/")) return new Real(url, options);
+    const quiet = { url: String(url), readyState: 1, close() {} };
+    setTimeout(() => quiet.onopen && quiet.onopen(), 0);
+    return quiet;
+  };
+})();
+</script>"""
 
 
 def content_type(name: str) -> str:
@@ -212,6 +231,10 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
         )
 
     def do_GET(self) -> None:
+        page = self.server.pages.get(urlsplit(self.path).path)
+        if page is not None:
+            self._reply_page(*page)
+            return
         found = self._find()
         if found is None and self.server.client is not None and self.path == "/favicon.ico":
             self._reply_empty(204)  # browsers ask; the client has none: no console error
@@ -259,6 +282,15 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
                 self.wfile.write(block)
                 length -= len(block)
 
+    def _reply_page(self, body: bytes, kind: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache")  # a new `view` may serve other states
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def do_HEAD(self) -> None:
         self.do_GET()
 
@@ -282,7 +314,14 @@ class PrecomputedServer(ThreadingHTTPServer):
         self.client = Path(client).resolve() if client is not None else None
         self.client_token = client_token
         self.client_path = f"/v/{client_token}/"
+        self.pages: dict[str, tuple[bytes, str]] = {}  # path -> (body, Content-Type)
         super().__init__(address, PrecomputedHandler)
+        if self.client is not None:
+            page = (self.client / "index.html").read_bytes()
+            at = page.find(b"<head>")
+            at = at + len(b"<head>") if at >= 0 else 0
+            shimmed = (page[:at] + CLIENT_SHIM + page[at:], CLIENT_TYPES[".html"])
+            self.pages[self.client_path] = self.pages[self.client_path + "index.html"] = shimmed
 
     def handle_error(self, request, client_address) -> None:
         log.debug("error while serving %s", client_address, exc_info=True)
@@ -314,14 +353,15 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host_part}:{port}"
 
 
-def dataset_urls(root: Path, host: str, port: int) -> list[tuple[str, str]]:
-    """``(dataset, precomputed URL)`` for every ``root/<dataset>/info``."""
-    host_part = f"[{host}]" if ":" in host else host
-    return [
-        (info.parent.name, f"precomputed://http://{host_part}:{port}/{quote(info.parent.name)}")
-        for info in sorted(Path(root).glob("*/info"))
-        if info.is_file()
-    ]
+def dataset_urls(root: Path, url: str, names: list[str]) -> list[tuple[str, str]]:
+    """``(dataset, source URL)``: ``precomputed://`` for a volume, ``vtk://`` for a mesh."""
+    out = []
+    for name in names:
+        if (Path(root) / name / "info").is_file():
+            out.append((name, f"precomputed://{url}/{quote(name)}"))
+        else:
+            out.append((name, f"vtk://{url}/{quote(name)}/{quote(name)}.vtk"))
+    return out
 
 
 def serve(
@@ -332,24 +372,34 @@ def serve(
     client: Path | None = None,
     client_url: str | None = None,
     only: list[str] | None = None,
+    convention: str = "neurological",
 ) -> None:
-    """Print each dataset's URL and its viewer links, then serve until interrupted.
+    """Serve a results folder (or one dataset's folder) with an index page at ``/``; print what
+    is served, where, each dataset's source URL and its views' links, then serve until
+    interrupted.
 
     ``client``: serve this web client folder and link to it; else link to ``client_url``
     (default: the public Neuroglancer demo)."""
-    from .viewer import CLIENT_TOKEN, DEFAULT_CLIENT, links
+    from . import site
+    from .viewer import CLIENT_TOKEN, DEFAULT_CLIENT, results_of
 
+    root, only = results_of(root, only)
     server = make_server(root, host, port, client)
     bound_host, bound_port = server.server_address[:2]
     url = base_url(str(bound_host), bound_port)
     viewer = f"{url}/v/{CLIENT_TOKEN}/" if client is not None else client_url or DEFAULT_CLIENT
     with server:
-        view_links = links(root, url, viewer, only)  # before serving: bad input stops here
-        for name, data_url in dataset_urls(root, str(bound_host), bound_port):
-            if not only or name in only:
-                print(f"{name}: {data_url}", flush=True)
-        print(f"Neuroglancer ({viewer}):", flush=True)
-        for name, link in view_links:
+        made = site.build(root, url, viewer, only, convention)  # before serving: bad input
+        server.pages.update(made.pages)
+        names = [name for name, _ in made.links if name != "all" or len(made.links) == 1]
+        n = len(names)
+        print(f"Serving {n} dataset{'s' if n != 1 else ''} of {Path(root).resolve()}", flush=True)
+        print(f"Index page: {url}/   (Ctrl+C stops the server)", flush=True)
+        print("Sources:", flush=True)
+        for name, source in dataset_urls(root, url, names):
+            print(f"  {name}: {source}", flush=True)
+        print(f"Views (Neuroglancer at {viewer}, {convention}):", flush=True)
+        for name, link in made.links:
             print(f"  {name}: {link}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()

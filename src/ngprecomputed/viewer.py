@@ -17,8 +17,21 @@ confirms it (``tests/test_viewer.py``: a 1 mm T1 under a 2 mm, x-mirrored atlas)
 * Mesh datasets (``<ds>/<ds>.vtk``, world nm) become single-mesh layers; Neuroglancer converts
   their nanometres to the state's millimetres by itself.
 
-A link is ``<client>#!<quoted JSON>``; the client is the public demo, or the one shipped in the
-``neuroglancer`` wheel (served by ``ngprecomputed view`` under ``/v/<token>/``).
+Orientation. The world is RAS (x right, y anterior, z superior), so the conventions of FSLeyes,
+Freeview or MRIcroGL follow from it, whatever the voxel order a file is stored in (LPS, LIA,
+oblique: each source's transform puts it in RAS first). Every panel is given as the world
+directions of its screen's right and down: axial anterior up, coronal and sagittal superior up,
+the subject's left on the screen's left (neurological; ``radiological``: on the right). One
+global orientation cannot show all three planes so (Neuroglancer's 4-panel layout turns its
+``yz`` panel by a fixed 90 degrees): the layout is four panels of one layer group each, sagittal,
+coronal, axial and 3D as Freeview's 2x2, the three cross-sections orientations *relative* to
+the global one, so rotating one rotates them all. The 3D camera looks from the left, in front
+and above.
+
+A link is ``<client>#!<quoted JSON>``, or, when ``ngprecomputed view`` serves the state itself,
+``<client>#!<state URL>`` (Neuroglancer reads a state from a URL in the fragment: a link short
+enough to copy). The client is the public demo, or the one shipped in the ``neuroglancer`` wheel
+(served by ``ngprecomputed view`` under ``/v/<token>/``).
 """
 
 from __future__ import annotations
@@ -44,8 +57,19 @@ NM_PER_MM = 1e6
 RANGE_PERCENTILES = (0.5, 99.5)
 RANGE_VOXELS = 128**3  # read at most about this many voxels for the display range
 SEGMENT_ALPHA = 0.5  # Neuroglancer's default alpha of a shown segment in 2D
+OVERLAY_ALPHA = 0.35  # a segmentation over an image: the image stays readable
+OVERLAY_MESH_ALPHA = 0.3  # an atlas's meshes in 3D when a surface is shown with them
 MAX_VISIBLE_SEGMENTS = 1000  # segments listed as visible (their meshes load in 3D)
-PANEL_PIXELS = 400  # a cross-section panel shows the whole volume in about this many pixels
+PANEL_PIXELS = 300  # a cross-section panel shows the whole volume in about this many pixels
+CONVENTIONS = ("neurological", "radiological")
+# (right, down) of each cross-section, world directions; neurological: the subject's left on
+# the screen's left (radiological mirrors x in the axial and coronal panels)
+PANELS = {
+    "sagittal": ((0, -1, 0), (0, 0, -1)),  # seen from the left: anterior on the left
+    "coronal": ((1, 0, 0), (0, 0, -1)),  # seen from behind
+    "axial": ((1, 0, 0), (0, -1, 0)),  # seen from above
+}
+CAMERA_FROM = (-1.0, 0.6, 0.7)  # the 3D view looks from the left, in front and above
 _MANIFEST = re.compile(r"^(\d+)(?::0|\.json|\.index)(?:\.gz)?$")
 
 
@@ -59,18 +83,54 @@ def read_json(path: Path):
         raise InputError(f"{path}: cannot read ({e})") from None
 
 
+def is_dataset(folder: Path) -> bool:
+    """A volume (an ``info`` with scales: not a dataset's ``mesh/`` or ``names/``) or a mesh
+    dataset (``<name>.vtk``)."""
+    folder = Path(folder)
+    if (folder / f"{folder.name}.vtk").is_file():
+        return True
+    if not (folder / "info").is_file():
+        return False
+    try:
+        return "scales" in json.loads((folder / "info").read_text())
+    except (OSError, ValueError):
+        return True  # a dataset whose info is broken: reading it says so
+
+
 def datasets(results: Path) -> list[str]:
-    """Dataset names in ``results``: folders with an ``info``, or with ``<name>.vtk``."""
+    """Dataset names in ``results`` (see :func:`is_dataset`)."""
     results = Path(results)
     if not results.is_dir():
         raise InputError(f"results folder {results}: not a directory")
     return sorted(
         d.name
         for d in results.iterdir()
-        if d.is_dir()
-        and not d.name.startswith(".")
-        and ((d / "info").is_file() or (d / f"{d.name}.vtk").is_file())
+        if d.is_dir() and not d.name.startswith(".") and is_dataset(d)
     )
+
+
+def results_of(folder: Path, only: list[str] | None = None) -> tuple[Path, list[str] | None]:
+    """``(results folder, datasets)`` for a results folder or one dataset's folder."""
+    folder = Path(folder)
+    if folder.is_dir() and is_dataset(folder):
+        return folder.parent, [folder.name]
+    return folder, only
+
+
+def selected(results: Path, only: list[str] | None = None) -> list[str]:
+    """The datasets of ``results`` to show: all, or those of ``only``."""
+    names = datasets(results)
+    if not names:
+        raise InputError(
+            f"{results}: no dataset here (a results folder holds <dataset>/info or "
+            "<dataset>/<dataset>.vtk; a dataset folder its info)"
+        )
+    if only:
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise InputError(f"results folder {results}: no dataset {', '.join(missing)}")
+        names = [n for n in names if n in only]
+    return names
 
 
 def bundled_client() -> Path | None:
@@ -218,6 +278,62 @@ def _dims() -> dict:
     return {axis: [MM, "m"] for axis in "xyz"}
 
 
+def quaternion(right, down) -> list[float]:
+    """Neuroglancer's ``[x, y, z, w]`` for a view whose screen right and down are these world
+    directions (into the screen: right x down). ``down`` is made orthogonal to ``right``."""
+    r = np.asarray(right, float) / np.linalg.norm(right)
+    d = np.asarray(down, float) - np.dot(down, r) * r
+    d /= np.linalg.norm(d)
+    m = np.column_stack([r, d, np.cross(r, d)])  # panel axes -> world
+    w = np.sqrt(max(0.0, 1 + np.trace(m))) / 2
+    if w > 1e-6:
+        q = [(m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w)]
+        q += [(m[1, 0] - m[0, 1]) / (4 * w), w]
+    else:  # a half turn: about the axis m + I maps onto
+        axis = np.argmax(np.diag(m))
+        v = (m + np.eye(3))[:, axis]
+        q = [*(v / np.linalg.norm(v)), 0.0]
+    return [round(float(v), 9) + 0.0 for v in q]
+
+
+def looking_from(direction, up=(0.0, 0.0, 1.0)) -> list[float]:
+    """The orientation of a camera placed in world ``direction`` from the centre, looking at it,
+    ``up`` (made orthogonal) at the screen's top."""
+    into = -np.asarray(direction, float)
+    down = -np.asarray(up, float)
+    down = down - np.dot(down, into) / np.dot(into, into) * into
+    return quaternion(np.cross(down, into), down)
+
+
+def panel_orientation(plane: str, convention: str = "neurological") -> list[float]:
+    right, down = PANELS[plane]
+    if convention == "radiological" and plane != "sagittal":
+        right = tuple(-v for v in right)
+    return quaternion(right, down)
+
+
+def layout(names: list[str], convention: str = "neurological") -> dict:
+    """Sagittal, coronal / axial, 3D: four layer groups showing every layer."""
+
+    def panel(plane):
+        orientation = {"link": "relative", "value": panel_orientation(plane, convention)}
+        return {
+            "type": "viewer",
+            "layers": names,
+            "layout": "xy",
+            "crossSectionOrientation": orientation,
+        }
+
+    three_d = {"type": "viewer", "layers": names, "layout": "3d"}
+    return {
+        "type": "column",
+        "children": [
+            {"type": "row", "children": [panel("sagittal"), panel("coronal")]},
+            {"type": "row", "children": [panel("axial"), three_d]},
+        ],
+    }
+
+
 def volume_layer(dataset: Path, info: dict, base_url: str) -> dict:
     """An image or segmentation layer for one precomputed dataset."""
     name = Path(dataset).name
@@ -256,8 +372,8 @@ def mesh_layer(dataset: Path, base_url: str) -> dict:
     return {"type": "mesh", "source": url, "name": name}
 
 
-def _vtk_box_mm(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """World box (mm) of an ASCII VTK mesh's points (our own writer's layout)."""
+def vtk_points_mm(path: Path) -> np.ndarray | None:
+    """World points (mm) of an ASCII VTK mesh (our own writer's layout), else None."""
     try:
         lines = path.read_text().splitlines()
         start = next(i for i, line in enumerate(lines) if line.startswith("POINTS"))
@@ -266,10 +382,13 @@ def _vtk_box_mm(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         while len(values) < 3 * count:
             values += lines[i].split()
             i += 1
-        pts = np.asarray(values[: 3 * count], float).reshape(-1, 3) / NM_PER_MM
+        return np.asarray(values[: 3 * count], float).reshape(-1, 3) / NM_PER_MM
     except (OSError, StopIteration, ValueError, IndexError):
-        return None  # not our writer's layout: no box (the viewer still reads it)
-    return (pts.min(axis=0), pts.max(axis=0)) if len(pts) else None
+        return None  # not our writer's layout (the viewer still reads it)
+
+
+def _box(points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    return (points.min(axis=0), points.max(axis=0)) if points is not None and len(points) else None
 
 
 def dataset_layer(results: Path, name: str, base_url: str) -> tuple[dict, tuple | None]:
@@ -278,7 +397,7 @@ def dataset_layer(results: Path, name: str, base_url: str) -> tuple[dict, tuple 
     if not (ds / "info").is_file():
         if not (ds / f"{name}.vtk").is_file():
             raise InputError(f"{ds}: not a dataset (no info, no {name}.vtk)")
-        return mesh_layer(ds, base_url), _vtk_box_mm(ds / f"{name}.vtk")
+        return mesh_layer(ds, base_url), _box(vtk_points_mm(ds / f"{name}.vtk"))
     info = read_json(ds / "info")
     if not info.get("scales"):
         raise InputError(f"{ds / 'info'}: no scales")
@@ -288,9 +407,39 @@ def dataset_layer(results: Path, name: str, base_url: str) -> tuple[dict, tuple 
 _ORDER = {"image": 0, "segmentation": 1, "mesh": 2}  # drawn in this order: labels over images
 
 
-def compose(layers: list[tuple[dict, tuple | None]]) -> dict:
-    """One state with these layers (images first, then segmentations, then meshes), centred on
-    the union of their boxes and zoomed so that it fits a panel."""
+def overlaid(layers: list[dict], focus: str | None = None) -> list[dict]:
+    """The layers drawn together: images first, then segmentations, then surfaces; only one
+    image and one segmentation visible (``focus``'s kind: it; else the first), the others
+    listed, hidden; segmentations at partial opacity; an atlas's meshes translucent when a
+    surface is shown with them, so that the surface is not buried."""
+
+    def rank(layer):
+        return _ORDER[layer["type"]], layer["name"] != focus
+
+    ordered = sorted((dict(layer) for layer in layers), key=rank)
+    surfaces = any(layer["type"] == "mesh" for layer in ordered)
+    shown: set[str] = set()
+    for layer in ordered:
+        kind = layer["type"]
+        if kind == "mesh":
+            continue
+        if kind in shown:
+            layer["visible"] = False
+        shown.add(kind)
+        if kind == "segmentation" and len(ordered) > 1:
+            layer.update(selectedAlpha=OVERLAY_ALPHA, notSelectedAlpha=OVERLAY_ALPHA)
+            if surfaces:
+                layer["objectAlpha"] = OVERLAY_MESH_ALPHA
+    return ordered
+
+
+def compose(
+    layers: list[tuple[dict, tuple | None]],
+    convention: str = "neurological",
+    focus: str | None = None,
+) -> dict:
+    """One state with these layers (:func:`overlaid`), centred on the union of their boxes and
+    zoomed so that it fits a panel, in the panels of :func:`layout`."""
     boxes = [box for _, box in layers if box is not None]
     if boxes:
         lo = np.min([b[0] for b in boxes], axis=0)
@@ -298,28 +447,33 @@ def compose(layers: list[tuple[dict, tuple | None]]) -> dict:
     else:
         lo, hi = np.zeros(3), np.ones(3)
     extent = float(max(hi - lo)) or 1.0
-    ordered = sorted((layer for layer, _ in layers), key=lambda layer: _ORDER[layer["type"]])
+    ordered = overlaid([layer for layer, _ in layers], focus)
     return {
         "dimensions": _dims(),
         "position": [float(v) for v in (lo + hi) / 2],
         "crossSectionScale": extent / PANEL_PIXELS,
-        "projectionScale": 1.25 * extent,  # the 3D panel's height, in mm
+        "projectionOrientation": looking_from(CAMERA_FROM),
+        "projectionScale": 1.5 * extent,  # the 3D panel's height, in mm
         "layers": ordered,
-        "layout": "4panel",
+        "layout": layout([layer["name"] for layer in ordered], convention),
     }
 
 
-def state(results: Path, names: list[str], base_url: str) -> dict:
+def state(results: Path, names: list[str], base_url: str, convention="neurological") -> dict:
     """The state showing these datasets of ``results``, served at ``base_url``."""
     if not names:
         raise InputError(f"results folder {results}: no dataset (no <dataset>/info)")
-    return compose([dataset_layer(results, name, base_url) for name in names])
+    return compose([dataset_layer(results, name, base_url) for name in names], convention)
+
+
+def state_json(state: dict) -> str:
+    return json.dumps(state, separators=(",", ":"))
 
 
 def state_url(state: dict, client: str = DEFAULT_CLIENT) -> str:
-    """``<client>#!<state>``, the JSON percent-encoded as Neuroglancer's own links are."""
-    text = json.dumps(state, separators=(",", ":"))
-    return f"{client}#!{quote(text, safe='')}"
+    """``<client>#!<state>``, the JSON percent-encoded as Neuroglancer's own links are: a link
+    that needs no server of ours (a report page's)."""
+    return f"{client}#!{quote(state_json(state), safe='')}"
 
 
 def dataset_url(
@@ -327,20 +481,3 @@ def dataset_url(
 ) -> str:
     """One dataset's viewer link, as ``ngprecomputed serve RESULTS`` serves it (port 8000)."""
     return state_url(compose([dataset_layer(Path(results), name, base_url)]), client)
-
-
-def links(
-    results: Path, base_url: str, client: str = DEFAULT_CLIENT, only: list[str] | None = None
-) -> list[tuple[str, str]]:
-    """``(label, viewer URL)``: one per dataset, then ``all`` overlaying them (if several)."""
-    names = datasets(results)
-    if only:
-        missing = [n for n in only if n not in names]
-        if missing:
-            raise InputError(f"results folder {results}: no dataset {', '.join(missing)}")
-        names = [n for n in names if n in only]
-    layers = {name: dataset_layer(results, name, base_url) for name in names}  # read once
-    out = [(name, state_url(compose([layers[name]]), client)) for name in names]
-    if len(names) > 1:
-        out.append(("all", state_url(compose(list(layers.values())), client)))
-    return out
