@@ -824,3 +824,21 @@ def test_view_of_a_folder_without_datasets_is_one_line(results, tmp_path, where)
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "no dataset here" in proc.stderr, proc.stderr
+
+
+def test_3d_camera_sees_the_left_hemisphere_from_the_left_front_and_above(view, browser):
+    """The pial surface's view is its 3D panel; the point under the mouse (the viewer picks it
+    on the surface) is on the lateral side (x well below the medial wall near 0), and moving
+    the mouse up goes superior, moving it right goes posterior (the front is on the left)."""
+    page, errors = opened(browser, view["pial"])
+    try:
+        page.wait_for_timeout(1000)
+        box = page.locator(".neuroglancer-rendered-data-panel").first.bounding_box()
+        centre = hover(page, box, 0, 0)
+        up = hover(page, box, 0, -40) - hover(page, box, 0, 40)
+        right = hover(page, box, 40, 0) - hover(page, box, -40, 0)
+    finally:
+        page.close()
+    assert centre[0] < -30, centre
+    assert up[2] > 10 and right[1] < -10, (up, right)  # picked on a folded surface
+    assert not errors, errors

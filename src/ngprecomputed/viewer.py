@@ -312,19 +312,26 @@ def panel_orientation(plane: str, convention: str = "neurological") -> list[floa
     return quaternion(right, down)
 
 
-def layout(names: list[str], convention: str = "neurological") -> dict:
-    """Sagittal, coronal / axial, 3D: four layer groups showing every layer."""
+def layout(names: list[str], convention: str = "neurological", slices_3d: bool = True) -> dict:
+    """Sagittal, coronal / axial, 3D: four layer groups showing every layer. ``slices_3d``: the
+    3D view shows the three planes (a view of meshes shows only them: planes would hide them)."""
+
+    def relative(plane):
+        return {"link": "relative", "value": panel_orientation(plane, convention)}
 
     def panel(plane):
-        orientation = {"link": "relative", "value": panel_orientation(plane, convention)}
         return {
             "type": "viewer",
             "layers": names,
             "layout": "xy",
-            "crossSectionOrientation": orientation,
+            "crossSectionOrientation": relative(plane),
         }
 
     three_d = {"type": "viewer", "layers": names, "layout": "3d"}
+    if slices_3d:
+        side = {"width": PANEL_PIXELS, "height": PANEL_PIXELS}
+        planes = {plane: {**side, "orientation": relative(plane)} for plane in PANELS}
+        three_d["layout"] = {"type": "3d", "crossSections": planes}
     return {
         "type": "column",
         "children": [
@@ -448,6 +455,9 @@ def compose(
         lo, hi = np.zeros(3), np.ones(3)
     extent = float(max(hi - lo)) or 1.0
     ordered = overlaid([layer for layer, _ in layers], focus)
+    names = [layer["name"] for layer in ordered]
+    meshes = any(layer["type"] == "mesh" or layer.get("segments") for layer in ordered)
+    surfaces_only = all(layer["type"] == "mesh" for layer in ordered)  # nothing in 2D
     return {
         "dimensions": _dims(),
         "position": [float(v) for v in (lo + hi) / 2],
@@ -455,7 +465,8 @@ def compose(
         "projectionOrientation": looking_from(CAMERA_FROM),
         "projectionScale": 1.5 * extent,  # the 3D panel's height, in mm
         "layers": ordered,
-        "layout": layout([layer["name"] for layer in ordered], convention),
+        "layout": "3d" if surfaces_only else layout(names, convention, not meshes),
+        "hideCrossSectionBackground3D": True,
     }
 
 
