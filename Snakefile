@@ -17,6 +17,7 @@ WORKFLOW_ROOT = Path(workflow.current_basedir.get_path_or_uri(secret_free=True))
 include: "workflow/rules/common.smk"
 include: "workflow/rules/volume.smk"
 include: "workflow/rules/meshes.smk"
+include: "workflow/rules/annotations.smk"
 include: "workflow/rules/serve.smk"
 include: "workflow/rules/report.smk"
 

@@ -45,6 +45,7 @@ class Options:
     meshes: str | None = None  # segmentations: "generate", "multilod", or a mesh side table
     voxel_size: tuple[float, float, float] | None = None  # slice stacks, mm
     orientation: str | None = None  # slice stacks: column, row, slice directions
+    segmentation: str | None = None  # annotations: a segmentation dataset of the same sheet
     chunk_voxels: int = 64**3
     voxels_per_job: int = 2**27
 

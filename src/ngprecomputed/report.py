@@ -342,3 +342,18 @@ def write_qc(
     write_atomic(out, page)
     log.info("%s: wrote %s", data["dataset"], out)
     return data
+
+
+def points_picture(points: np.ndarray | None, pixels: int = 128) -> bytes | None:
+    """World points (a mesh's vertices, annotations) seen from above (x right, y up)."""
+    if points is None or not len(points):
+        return None
+    lo, hi = points.min(0), points.max(0)
+    cells = pixels // 2  # vertices are sparse: coarse cells, shown twice as large
+    scale = (cells - 1) / max(float(max(hi[:2] - lo[:2])), 1e-9)
+    col = ((points[:, 0] - lo[0]) * scale).astype(int)
+    row = ((hi[1] - points[:, 1]) * scale).astype(int)
+    pixels = np.zeros((row.max() + 1, col.max() + 1), np.uint8)
+    pixels[row, col] = 220
+    image = Image.fromarray(pixels)
+    return png_bytes(image.resize((image.width * 2, image.height * 2), Image.NEAREST))

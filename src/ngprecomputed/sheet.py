@@ -247,6 +247,26 @@ def datasets_from_rows(
             sharded=row.get("sharded", defaults.sharded),
             labels=_side_file(row.get("labels"), base, where, n, row, "labels"),
             meshes=_meshes(row.get("meshes"), base, where, n, row),
+            segmentation=row.get("segmentation"),
         )
         datasets.append(Dataset(row["dataset"], ";".join(map(str, parts)), options))
+    _check_segmentations(where, datasets)
     return datasets
+
+
+ANNOTATION_TYPES = ("points", "streamlines")
+
+
+def _check_segmentations(where: str, datasets: list[Dataset]) -> None:
+    """A ``segmentation`` column names a segmentation row of the same sheet, and only
+    annotation rows have one."""
+    kinds = {d.name: d.options.type for d in datasets}
+    for n, d in enumerate(datasets, start=1):
+        name = d.options.segmentation
+        if name is None:
+            continue
+        here = f"{where}: row {n} (dataset {d.name}), column segmentation"
+        if d.options.type not in ANNOTATION_TYPES:
+            raise InputError(f"{here}: only for {' and '.join(ANNOTATION_TYPES)}")
+        if kinds.get(name) != "segmentation":
+            raise InputError(f"{here}: {name} is not a segmentation dataset of this sheet")

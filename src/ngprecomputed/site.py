@@ -22,6 +22,8 @@ from urllib.parse import quote
 import numpy as np
 
 from . import viewer
+from .annotations.collection import PREVIEW
+from .report import points_picture
 
 PICTURE_PIXELS = 128
 JSON = "application/json"
@@ -91,7 +93,22 @@ def describe(results: Path, name: str, base_url: str) -> Dataset:
     if layer["type"] == "mesh":
         points = viewer.vtk_points_mm(folder / f"{name}.vtk")
         count = "" if points is None else f"{len(points):,} vertices, "
-        return Dataset(name, "mesh", layer, box, f"{count}world mm", outline(points))
+        return Dataset(name, "mesh", layer, box, f"{count}world mm", points_picture(points))
+    if layer["type"] == "annotation":
+        summary = viewer.annotation_summary(folder)
+        info = viewer.read_json(folder / "info")
+        kind = summary.get("kind", "annotations")
+        count = f"{summary['count']:,} " if "count" in summary else ""
+        props = ", ".join(p["id"] for p in info.get("properties", []))
+        related = ", ".join(r["id"] for r in info.get("relationships", []))
+        about = f"{count}{info['annotation_type'].lower()}s" + (
+            f"; properties {props}" if props else ""
+        )
+        about += f"; related to {related}" if related else ""
+        preview = folder / PREVIEW
+        return Dataset(
+            name, kind, layer, box, about, preview.read_bytes() if preview.is_file() else None
+        )
     info = viewer.read_json(folder / "info")
     s0 = info["scales"][0]
     size = " x ".join(str(n) for n in s0["size"])
@@ -132,25 +149,6 @@ def volume_picture(folder: Path, info: dict, layer: dict) -> bytes | None:
     image = Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 0, 2)[::-1]))
     image.thumbnail((PICTURE_PIXELS, PICTURE_PIXELS), Image.NEAREST)
     return png_bytes(image)
-
-
-def outline(points: np.ndarray | None) -> bytes | None:
-    """A mesh's vertices seen from above (x right, y up), as a picture."""
-    if points is None or not len(points):
-        return None
-    from PIL import Image
-
-    from .report import png_bytes
-
-    lo, hi = points.min(0), points.max(0)
-    cells = PICTURE_PIXELS // 2  # vertices are sparse: coarse cells, shown twice as large
-    scale = (cells - 1) / max(float(max(hi[:2] - lo[:2])), 1e-9)
-    col = ((points[:, 0] - lo[0]) * scale).astype(int)
-    row = ((hi[1] - points[:, 1]) * scale).astype(int)
-    pixels = np.zeros((row.max() + 1, col.max() + 1), np.uint8)
-    pixels[row, col] = 220
-    image = Image.fromarray(pixels)
-    return png_bytes(image.resize((image.width * 2, image.height * 2), Image.NEAREST))
 
 
 PAGE = """<!doctype html>

@@ -45,6 +45,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .annotations.collection import SUMMARY
 from .errors import InputError
 from .plan import NAMES_DIR
 from .store import ScaleStore, write_atomic
@@ -60,6 +61,7 @@ SEGMENT_ALPHA = 0.5  # Neuroglancer's default alpha of a shown segment in 2D
 OVERLAY_ALPHA = 0.35  # a segmentation over an image: the image stays readable
 OVERLAY_MESH_ALPHA = 0.3  # an atlas's meshes in 3D when a surface is shown with them
 MAX_VISIBLE_SEGMENTS = 1000  # segments listed as visible (their meshes load in 3D)
+ANNOTATIONS_TYPE = "neuroglancer_annotations_v1"
 PANEL_PIXELS = 300  # a cross-section panel shows the whole volume in about this many pixels
 CONVENTIONS = ("neurological", "radiological")
 # (right, down) of each cross-section, world directions; neurological: the subject's left on
@@ -84,15 +86,16 @@ def read_json(path: Path):
 
 
 def is_dataset(folder: Path) -> bool:
-    """A volume (an ``info`` with scales: not a dataset's ``mesh/`` or ``names/``) or a mesh
-    dataset (``<name>.vtk``)."""
+    """A volume (an ``info`` with scales: not a dataset's ``mesh/`` or ``names/``), an
+    annotation collection, or a mesh dataset (``<name>.vtk``)."""
     folder = Path(folder)
     if (folder / f"{folder.name}.vtk").is_file():
         return True
     if not (folder / "info").is_file():
         return False
     try:
-        return "scales" in json.loads((folder / "info").read_text())
+        info = json.loads((folder / "info").read_text())
+        return "scales" in info or info.get("@type") == ANNOTATIONS_TYPE
     except (OSError, ValueError):
         return True  # a dataset whose info is broken: reading it says so
 
@@ -398,6 +401,46 @@ def _box(points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
     return (points.min(axis=0), points.max(axis=0)) if points is not None and len(points) else None
 
 
+STREAMLINE_SHADER = "void main() {\n  setColor(prop_direction());\n}\n"
+POINT_SHADER = """void main() {
+  setPointMarkerSize(8.0);
+  setColor(colormapJet(clamp((float(prop_%s()) - %r) / %r, 0.0, 1.0)));
+}
+"""
+
+
+def annotation_layer(dataset: Path, info: dict, base_url: str) -> dict:
+    """An annotation layer: streamlines coloured by direction, points by their first property
+    that varies (its range from ``summary.json``), linked to the segmentations they relate to
+    (kept only where those are in the same state)."""
+    name = Path(dataset).name
+    layer = {
+        "type": "annotation",
+        "source": f"precomputed://{base_url.rstrip('/')}/{quote(name)}",
+        "name": name,
+    }
+    ids = [p["id"] for p in info.get("properties", [])]
+    if info.get("annotation_type") == "POLYLINE" and "direction" in ids:
+        layer["shader"] = STREAMLINE_SHADER
+    else:
+        ranges = annotation_summary(dataset).get("ranges", {})
+        for pid in ids:
+            lo, hi = ranges.get(pid, (0, 0))
+            if hi > lo:
+                layer["shader"] = POINT_SHADER % (pid, float(lo), float(hi - lo))
+                break
+    links = {rel["id"]: rel["id"] for rel in info.get("relationships", [])}
+    if links:
+        layer["linkedSegmentationLayer"] = links
+    return layer
+
+
+def annotation_summary(dataset: Path) -> dict:
+    """``summary.json`` beside an annotation info: count, kind, property ranges."""
+    path = Path(dataset) / SUMMARY
+    return read_json(path) if path.is_file() else {}
+
+
 def dataset_layer(results: Path, name: str, base_url: str) -> tuple[dict, tuple | None]:
     """A dataset's layer and its world box in mm (None: unknown)."""
     ds = Path(results) / name
@@ -406,12 +449,16 @@ def dataset_layer(results: Path, name: str, base_url: str) -> tuple[dict, tuple 
             raise InputError(f"{ds}: not a dataset (no info, no {name}.vtk)")
         return mesh_layer(ds, base_url), _box(vtk_points_mm(ds / f"{name}.vtk"))
     info = read_json(ds / "info")
+    if info.get("@type") == ANNOTATIONS_TYPE:
+        box = (np.asarray(info["lower_bound"], float), np.asarray(info["upper_bound"], float))
+        return annotation_layer(ds, info, base_url), box
     if not info.get("scales"):
         raise InputError(f"{ds / 'info'}: no scales")
     return volume_layer(ds, info, base_url), world_box_mm(model_to_world(ds), info)
 
 
-_ORDER = {"image": 0, "segmentation": 1, "mesh": 2}  # drawn in this order: labels over images
+# drawn in this order: labels over images, annotations over all
+_ORDER = {"image": 0, "segmentation": 1, "mesh": 2, "annotation": 3}
 
 
 def overlaid(layers: list[dict], focus: str | None = None) -> list[dict]:
@@ -425,10 +472,16 @@ def overlaid(layers: list[dict], focus: str | None = None) -> list[dict]:
 
     ordered = sorted((dict(layer) for layer in layers), key=rank)
     surfaces = any(layer["type"] == "mesh" for layer in ordered)
+    present = {layer["name"] for layer in ordered}
     shown: set[str] = set()
     for layer in ordered:
         kind = layer["type"]
-        if kind == "mesh":
+        links = {k: v for k, v in layer.get("linkedSegmentationLayer", {}).items() if v in present}
+        if links:
+            layer["linkedSegmentationLayer"] = links
+        else:
+            layer.pop("linkedSegmentationLayer", None)
+        if kind in ("mesh", "annotation"):
             continue
         if kind in shown:
             layer["visible"] = False

@@ -19,7 +19,13 @@ from ngprecomputed.resources import (
     job_mem_mb,
     job_runtime_min,
 )
-from ngprecomputed.sheet import config_rows, datasets_from_rows, load_schema, read_rows
+from ngprecomputed.sheet import (
+    ANNOTATION_TYPES,
+    config_rows,
+    datasets_from_rows,
+    load_schema,
+    read_rows,
+)
 from ngprecomputed.sources import is_precomputed, open_source
 from ngprecomputed.store import check_writable
 from ngprecomputed.summary import failures
@@ -91,8 +97,8 @@ def _load():
         sys.exit(f"ngprecomputed: error: {e}")
     items = []
     for d in datasets:
-        if is_precomputed(d.path) or d.options.type == "mesh":
-            continue  # re-encoded chunk by chunk, or a mesh file: no plan
+        if is_precomputed(d.path) or d.options.type in ("mesh", *ANNOTATION_TYPES):
+            continue  # re-encoded chunk by chunk, a mesh file or annotations: no plan
         try:
             items.append(
                 (d.name, open_source(d.path, **source_options(d.options)), d.options)
@@ -106,7 +112,8 @@ def _load():
 DATASETS, PLANS, BATCHES = _load()
 REENCODED = [name for name, d in DATASETS.items() if is_precomputed(d.path)]
 MESH_FILES = [name for name, d in DATASETS.items() if d.options.type == "mesh"]
-VOLUMES = [name for name in DATASETS if name not in REENCODED + MESH_FILES]
+ANNOTATIONS = [n for n, d in DATASETS.items() if d.options.type in ANNOTATION_TYPES]
+VOLUMES = [n for n in DATASETS if n not in REENCODED + MESH_FILES + ANNOTATIONS]
 # A volume is one `volume` job (its slabs in workers), small ones go many to a `volumes` job
 # (SHARED); the others fan out over `pyramid` jobs and a `finalize` (FANNED).
 BATCH_OF = {name: b for b in BATCHES.values() for name in b.datasets}
@@ -292,6 +299,42 @@ def dataset_root(w):
 def dataset_scratch(w):
     """Raw copies of a lossy dataset's scales, and a decompressed source."""
     return WORK / w.dataset / "raw"
+
+
+def annotation_inputs(w):
+    """An annotation dataset's source, and its segmentation's source (the labels it is
+    related to, read with nibabel)."""
+    d = DATASETS[w.dataset]
+    out = {"source": d.path}
+    if d.options.segmentation:
+        out["labels"] = DATASETS[d.options.segmentation].path
+    return out
+
+
+def annotation_kind(w):
+    return DATASETS[w.dataset].options.type
+
+
+def annotation_sharded(w):
+    """The sheet's ``sharded``: yes; else sharded above ``SHARD_ABOVE`` annotations (None)."""
+    return True if DATASETS[w.dataset].options.sharded else None
+
+
+def annotation_segmentation(w):
+    """``(relationship id, labels file)``: the segmentation dataset's name and source."""
+    name = DATASETS[w.dataset].options.segmentation
+    return (name, DATASETS[name].path) if name else None
+
+
+def annotation_mem_mb(w, attempt):
+    """The source's arrays, their records and the spatial pairs: about 8x the file."""
+    size = Path(DATASETS[w.dataset].path).stat().st_size
+    return in_job_mb() + (300 + 8 * size // 2**20) * attempt
+
+
+def annotation_runtime_min(w, attempt):
+    size = Path(DATASETS[w.dataset].path).stat().st_size
+    return (5 + size // 2**26) * attempt
 
 
 def in_shared_job(name):

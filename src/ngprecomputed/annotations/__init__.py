@@ -1,0 +1,1 @@
+"""Annotations: points, electrodes and tractography as precomputed annotation collections."""
