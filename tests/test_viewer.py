@@ -842,3 +842,131 @@ def test_3d_camera_sees_the_left_hemisphere_from_the_left_front_and_above(view, 
     assert centre[0] < -30, centre
     assert up[2] > 10 and right[1] < -10, (up, right)  # picked on a folded surface
     assert not errors, errors
+
+
+# --- annotations ------------------------------------------------------------------------------
+
+Z_PLANE = 22.0  # mm: a plane of T1 voxel centres
+MARKS = [(-40.0, -25.0), (-10.0, 25.0), (15.0, -5.0), (35.0, 27.0), (0.0, -28.0)]  # (x, y) mm
+LINE = ((-45.0, 10.0), (45.0, 10.0))  # a streamline along x in the plane
+CLOUD = 9900  # points, most in a blob: an unsharded spatial index of several levels
+RED = "void main() { setColor(vec4(1.0, 0.0, 0.0, 1.0)); setPointMarkerSize(14.0); }\n"
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory, data):
+    """The T1, a table of marks on the plane z = 22 mm, a streamline in that plane (TCK, by
+    hand), and a cloud of points; converted by the workflow, served by ``view`` with its
+    requests logged."""
+    from test_annotations import write_tck
+
+    tmp = tmp_path_factory.mktemp("annotated")
+    marks = "x,y,z,weight\n" + "".join(f"{x},{y},{Z_PLANE},{i}\n" for i, (x, y) in enumerate(MARKS))
+    (tmp / "marks.csv").write_text(marks)
+    (x0, y0), (x1, y1) = LINE
+    line = np.array([[x0 + (x1 - x0) * t, y0, Z_PLANE] for t in np.linspace(0, 1, 10)])
+    write_tck(tmp / "line.tck", line.astype(np.float32), np.array([0, len(line)]))
+    rng = np.random.default_rng(3)
+    cloud = np.r_[
+        rng.normal(0, 12, (CLOUD - 900, 3)), rng.uniform([-70, -100, -40], [70, 70, 80], (900, 3))
+    ]
+    (tmp / "cloud.csv").write_text(
+        "x,y,z\n" + "".join(f"{x:.3f},{y:.3f},{z:.3f}\n" for x, y, z in cloud)
+    )
+    sheet = write_sheet(
+        tmp / "sheet.csv",
+        [
+            {"dataset": "t1", "path": data["mni_t1"], "type": "image"},
+            {"dataset": "marks", "path": tmp / "marks.csv", "type": "points"},
+            {"dataset": "line", "path": tmp / "line.tck", "type": "streamlines"},
+            {"dataset": "cloud", "path": tmp / "cloud.csv", "type": "points"},
+        ],
+    )
+    out = tmp / "results"
+    snakemake(tmp, "--config", f"samples={sheet}", f"results={out}")
+    log = tmp / "serve.log"
+    cmd = [sys.executable, "-m", "ngprecomputed.cli", "-v", "--log", str(log), "view", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--port", "0", "--offline"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield out, read_links(proc, "all"), log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def red_pixels(shown: Shown) -> np.ndarray:
+    p = shown.pixels
+    return (p[..., 0] > 200) & (p[..., 1] < 60) & (p[..., 2] < 60)
+
+
+def test_points_and_streamlines_are_drawn_where_they_are(annotated, browser):
+    """Over the T1's axial plane (screen x = world x, screen y = world y at 8 pixels a mm), the
+    marks are red discs centred where their world coordinates put them, the streamline a red
+    line along its world y, and nothing red elsewhere."""
+    _, links, _ = annotated
+    client, state = decode(links["all"])
+    state.update(CROSS_SECTION, position=[0.0, 0.0, Z_PLANE], crossSectionScale=1 / PX_PER_MM)
+    state["layers"] = [lay for lay in state["layers"] if lay["name"] in ("t1", "marks", "line")]
+    for lay in state["layers"]:
+        if lay["type"] == "annotation":
+            lay["shader"] = RED
+    assert {lay["name"] for lay in state["layers"]} == {"t1", "marks", "line"}
+    shown = show(browser, client, state, lambda panel: ["marks/info", "line/info"])
+    check_network(shown)
+    red = red_pixels(shown)
+    cx, cy = shown.panel.centre
+    for x, y in MARKS:
+        col, row = int(cx + PX_PER_MM * x), int(cy + PX_PER_MM * y)
+        blob = red[row - 9 : row + 10, col - 9 : col + 10]
+        assert blob[9, 9] and blob.sum() > 60, (x, y, blob.sum())
+        rows, cols = np.nonzero(blob)
+        assert abs(rows.mean() - 9) <= 1.5 and abs(cols.mean() - 9) <= 1.5, (x, y)
+    (x0, y), (x1, _) = LINE
+    row = cy + PX_PER_MM * y
+    cols = np.arange(int(cx + PX_PER_MM * x0) + 12, int(cx + PX_PER_MM * x1) - 12)
+    on_line = red[int(row) - 2 : int(row) + 3, cols].any(axis=0)
+    assert on_line.mean() > 0.95
+    marks = np.zeros_like(red)
+    for x, yy in MARKS:
+        col, r = int(cx + PX_PER_MM * x), int(cy + PX_PER_MM * yy)
+        marks[r - 12 : r + 13, col - 12 : col + 13] = True
+    marks[
+        int(row) - 4 : int(row) + 5, int(cx + PX_PER_MM * x0) - 4 : int(cx + PX_PER_MM * x1) + 5
+    ] = True
+    b = shown.panel.box
+    inner = np.zeros_like(red)  # not the panel's edges (the axis legend is red)
+    inner[
+        int(b["y"]) + MARGIN : int(b["y"] + b["height"]) - MARGIN,
+        int(b["x"]) + MARGIN : int(b["x"] + b["width"]) - MARGIN,
+    ] = True
+    assert not (red & inner & ~marks).any(), "red where no annotation is"
+
+
+def test_a_zoomed_in_view_loads_part_of_the_spatial_index(annotated, browser):
+    """The cloud, zoomed in on a corner: the viewer fetches the coarse levels' cells and, at
+    the finest level, only a few of its cells; the server's own log says so."""
+    out, links, log = annotated
+    info = json.loads((out / "cloud" / "info").read_text())
+    assert len(info["spatial"]) >= 3 and "sharding" not in info["spatial"][-1]
+    finest = info["spatial"][-1]
+    files = len(list((out / "cloud" / finest["key"]).iterdir()))
+    client, state = decode(links["cloud"])
+    lo = np.array(info["lower_bound"])
+    state.update(CROSS_SECTION, position=[*(lo[:2] + 8), 0.0], crossSectionScale=0.05)
+    log_start = log.stat().st_size
+    shown = show(browser, client, state, lambda panel: ["cloud/info", "cloud/spatial0/0_0_0"])
+    check_network(shown)
+    time.sleep(1)
+    requested = [
+        line
+        for line in log.read_text()[log_start:].splitlines()
+        if f"/cloud/{finest['key']}/" in line
+    ]
+    fetched = {line.split(f"/cloud/{finest['key']}/")[1].split()[0] for line in requested}
+    assert fetched, "no cell of the finest level was fetched"
+    assert len(fetched) <= files / 4, (len(fetched), files)

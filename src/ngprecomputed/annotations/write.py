@@ -6,6 +6,11 @@ library the volumes use), identity hash: ids ``0..N-1`` in consecutive blocks pe
 shard, spatial cells by compressed Morton code, so that a million streamlines are a few shard
 files. Each file goes to a temporary name and is renamed; ``info`` is written last, so a dataset
 is complete exactly when its ``info`` exists.
+
+Nothing the viewer asks for is missing (a 404 is a console error in the browser): every cell of
+an unsharded level has its file (an empty list where no annotation is), a level of more than
+``UNSHARDED_CELLS`` cells is sharded, every shard file of a sharded index exists, and the
+relationship indices are sharded (the viewer asks for any selected segment, related or not).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from .collection import (
 log = logging.getLogger(__name__)
 
 SHARD_ABOVE = 10_000  # annotations: above this, every index is sharded
+UNSHARDED_CELLS = 4096  # cells of a level written one file each, at most
+EMPTY_LIST = bytes(8)  # a uint64 count of 0
 PER_SHARD_BITS = 15  # keys of a shard (by_id: 32768 annotations)
 PER_MINISHARD_BITS = 9
 MM = [1e-3, "m"]
@@ -62,18 +69,20 @@ def _write_index(folder: Path, keys: np.ndarray, encoded, sharding: ShardingSpec
             crash.point("annotation")
         return
     shards = shard_of(sharding, keys)
-    for shard in np.unique(shards):
+    for shard in range(1 << sharding.shard_bits):  # empty ones too: no 404
         with atomic_file(folder / shard_name(sharding, int(shard))) as f:
             write_shard_to(f, sharding, keys[shards == shard], encoded)
         crash.point("annotation")
 
 
-def _write_lists(folder, members: dict, words, starts, ids, sharding, name=str) -> None:
-    """An index of annotation lists: key -> the records at ``members[key]``."""
-    keys = np.array(sorted(members), dtype=np.uint64)
+def _write_lists(folder, members: dict, words, starts, ids, sharding, name=str, keys=None):
+    """An index of annotation lists: key -> the records at ``members[key]`` (``keys``: every
+    key to write, an empty list for those without members)."""
+    keys = np.array(sorted(members) if keys is None else keys, dtype=np.uint64)
 
     def encoded(key: int) -> bytes:
-        return annotation_list(words, starts, members[key], ids)
+        found = members.get(key)
+        return EMPTY_LIST if found is None else annotation_list(words, starts, found, ids)
 
     _write_index(folder, keys, encoded, sharding, name)
 
@@ -139,17 +148,18 @@ def write_collection(
             "chunk_size": list(level.chunk_size),
             "limit": int(counts.max()),
         }
-        if sharded:
+        if sharded or level.cells > UNSHARDED_CELLS:
             codes = compressed_morton_codes(xyz, g).astype(np.int64)
             by_code = {int(code): members[int(c)] for code, c in zip(codes, cells, strict=True)}
             spec = index_sharding(int((1 << sum(max(v - 1, 0).bit_length() for v in g)) - 1))
             entry["sharding"] = spec.to_info()
             _write_lists(folder / key, by_code, words, starts, batch.ids, spec)
-        else:
-            names = {
-                int(c): "_".join(map(str, p)) for c, p in zip(cells, xyz.tolist(), strict=True)
-            }
-            _write_lists(folder / key, members, words, starts, batch.ids, None, names.__getitem__)
+        else:  # every cell, empty ones too
+            every = np.arange(level.cells)
+            xyz = np.stack([every % g[0], (every // g[0]) % g[1], every // (g[0] * g[1])], 1)
+            names = dict(enumerate("_".join(map(str, p)) for p in xyz.tolist()))
+            lists = folder / key
+            _write_lists(lists, members, words, starts, batch.ids, None, names.__getitem__, every)
         info["spatial"].append(entry)
         log.info("%s: spatial level %d, %d cells of %s", folder.name, k, len(cells), g)
 
@@ -164,9 +174,8 @@ def write_collection(
         keys, first, counts = np.unique(objects, return_index=True, return_counts=True)
         members = {int(o): owner[a : a + m] for o, a, m in zip(keys, first, counts, strict=True)}
         entry = {"id": rel, "key": f"rel_{rel}"}
-        spec = index_sharding(int(keys.max()) if len(keys) else 0) if sharded else None
-        if spec:
-            entry["sharding"] = spec.to_info()
+        spec = index_sharding(int(keys.max()) if len(keys) else 0)
+        entry["sharding"] = spec.to_info()
         _write_lists(folder / entry["key"], members, words, starts, batch.ids, spec)
         info["relationships"].append(entry)
 
