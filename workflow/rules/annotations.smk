@@ -22,5 +22,6 @@ rule annotations:
         kind=annotation_kind,
         segmentation=annotation_segmentation,
         sharded=annotation_sharded,
+        scratch=dataset_scratch,
     script:
         "../scripts/annotations.py"

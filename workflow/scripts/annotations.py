@@ -7,4 +7,4 @@ from ngprecomputed.job import job
 p = snakemake.params
 folder = Path(snakemake.output[0]).parent
 with job(snakemake.log[0], snakemake.resources.mem_mb, snakemake.wildcards.dataset):
-    convert(p.kind, snakemake.input.source, folder, p.segmentation, p.sharded)
+    convert(p.kind, snakemake.input.source, folder, p.segmentation, p.sharded, p.scratch)

@@ -17,6 +17,7 @@ uint64 count, the records, then their uint64 ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,7 @@ SUMMARY = "summary.json"  # beside a collection's info: count, kind, property ra
 PREVIEW = "preview.png"  # its points seen from above, for the index page
 KINDS = {"point": "POINT", "ellipsoid": "ELLIPSOID", "polyline": "POLYLINE"}
 WIDTH = {"point": 3, "ellipsoid": 6}  # float32 values of a fixed-size geometry
+PART = 50_000  # annotations handled at once where a collection may not fit in memory
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,30 @@ class Annotations:
         if self.kind == "ellipsoid":
             c, r = self.geometry[:, :3].astype(np.float64), np.abs(self.geometry[:, 3:])
             return c - r, c + r
-        pts, off = self.geometry.astype(np.float64), self.offsets
-        starts = off[:-1]
-        return np.minimum.reduceat(pts, starts, axis=0), np.maximum.reduceat(pts, starts, axis=0)
+        lo, hi = np.empty((len(self), 3)), np.empty((len(self), 3))
+        for a, part in self.parts():  # the points of one part in memory at a time
+            pts, starts = part.geometry.astype(np.float64), part.offsets[:-1]
+            lo[a : a + len(part)] = np.minimum.reduceat(pts, starts, axis=0)
+            hi[a : a + len(part)] = np.maximum.reduceat(pts, starts, axis=0)
+        return lo, hi
+
+    def parts(self, size: int = PART):
+        """``(first index, annotations first..first + size)``: consecutive parts, a polyline
+        part's points a slice of the whole (read when used: the whole may be a memory map)."""
+        for a in range(0, len(self), size):
+            b = min(a + size, len(self))
+            values = {k: v[a:b] for k, v in self.values.items()}
+            related = {k: _slice_csr(o, v, a, b) for k, (o, v) in self.related.items()}
+            if self.kind == "polyline":
+                o = self.offsets[a : b + 1]
+                part = Annotations(
+                    self.kind, self.ids[a:b], self.geometry[o[0] : o[-1]], o - o[0], values, related
+                )
+            else:
+                part = Annotations(
+                    self.kind, self.ids[a:b], self.geometry[a:b], None, values, related
+                )
+            yield a, part
 
     def take(self, index: np.ndarray) -> Annotations:
         """The annotations at ``index`` (in that order)."""
@@ -113,6 +136,11 @@ class Annotations:
             )
         offsets, points = _take_csr(self.offsets, self.geometry, index)
         return Annotations(self.kind, self.ids[index], points, offsets, values, related)
+
+
+def _slice_csr(offsets: np.ndarray, values: np.ndarray, a: int, b: int):
+    o = offsets[a : b + 1]
+    return o - o[0], values[o[0] : o[-1]]
 
 
 def _take_csr(offsets: np.ndarray, values: np.ndarray, index: np.ndarray):
@@ -138,19 +166,38 @@ def properties_block(batch: Annotations, properties: list[Property]) -> np.ndarr
     return rec.view("u1").reshape(len(batch), -1).view("<u4")
 
 
-def records(batch: Annotations, properties: list[Property]) -> tuple[np.ndarray, np.ndarray]:
+def records(batch: Annotations, properties: list[Property], scratch: Path | None = None):
     """Every annotation's record (no relationships) as one uint32 array, and each record's
-    start in it (``(N + 1,)`` word offsets)."""
+    start in it (``(N + 1,)`` word offsets). ``scratch``: built part by part into this file,
+    returned as a memory map (a tractogram's records need not fit in memory)."""
+    words = -(-sum(p.size for p in properties) // 4)  # the properties, padded to 4 bytes
+    if batch.kind == "polyline":
+        sizes = 1 + 3 * np.diff(batch.offsets) + words
+    else:
+        sizes = np.full(len(batch), WIDTH[batch.kind] + words, dtype=np.int64)
+    starts = np.zeros(len(batch) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    if scratch is None:
+        out = np.zeros(starts[-1], dtype="<u4")
+    else:
+        out = np.lib.format.open_memmap(scratch, "w+", "<u4", (int(starts[-1]),))
+    for a, part in batch.parts():
+        at = starts[a]
+        block = _records(part, properties)
+        out[at : at + len(block)] = block
+    return out, starts
+
+
+def _records(batch: Annotations, properties: list[Property]) -> np.ndarray:
+    """The records of a batch, one after another, as uint32 words."""
     props = properties_block(batch, properties)
     n, words = len(batch), props.shape[1]
     if batch.kind != "polyline":
         geometry = np.ascontiguousarray(batch.geometry, dtype="<f4").view("<u4")
-        out = np.concatenate([geometry, props], axis=1).ravel()
-        return out, np.arange(n + 1, dtype=np.int64) * (geometry.shape[1] + words)
+        return np.concatenate([geometry, props], axis=1).ravel()
     counts = np.diff(batch.offsets)
-    sizes = 1 + 3 * counts + words
     starts = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(sizes, out=starts[1:])
+    np.cumsum(1 + 3 * counts + words, out=starts[1:])
     out = np.zeros(starts[-1], dtype="<u4")
     out[starts[:-1]] = counts
     point_words = np.ascontiguousarray(batch.geometry, dtype="<f4").view("<u4").reshape(-1)
@@ -159,7 +206,7 @@ def records(batch: Annotations, properties: list[Property]) -> tuple[np.ndarray,
     if words:
         at = (starts[1:] - words)[:, None] + np.arange(words)
         out[at] = props
-    return out, starts
+    return out
 
 
 def by_id_record(words: np.ndarray, batch: Annotations, i: int, relationships: list[str]) -> bytes:

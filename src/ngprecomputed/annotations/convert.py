@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,6 @@ from .write import write_collection
 log = logging.getLogger(__name__)
 
 PREVIEW_POINTS = 200_000  # at most this many points drawn in the preview
-READERS = {"points": points_table, "streamlines": tractogram}
 
 
 def convert(
@@ -26,11 +26,17 @@ def convert(
     folder: Path,
     segmentation: tuple[str, Path] | None = None,
     sharded: bool | None = None,
+    scratch: Path | None = None,
 ) -> dict:
     """Read ``source`` (a ``points`` table or a ``streamlines`` tractogram), relate it to
     ``segmentation`` (its dataset name, the relationship's id, and its source file), write the
-    collection into ``folder``; returns its info."""
-    batch, properties = READERS[kind](Path(source))
+    collection into ``folder``; returns its info. ``scratch``: a folder for a tractogram's
+    points and records as memory maps (removed at the end), so that the job holds a part of
+    them at a time."""
+    if kind == "streamlines":
+        batch, properties = tractogram(Path(source), scratch)
+    else:
+        batch, properties = points_table(Path(source))
     log.info("%s: %d %s from %s", Path(folder).name, len(batch), kind, source)
     relationships = []
     if segmentation is not None:
@@ -50,4 +56,7 @@ def convert(
     points = batch.points_of()[0]
     step = max(len(points) // PREVIEW_POINTS, 1)
     write_atomic(folder / PREVIEW, points_picture(points[::step].astype(np.float64)))
-    return write_collection(folder, batch, properties, relationships, sharded)  # info last
+    info = write_collection(folder, batch, properties, relationships, sharded, scratch=scratch)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return info

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -127,19 +128,23 @@ def _column_property(column, pid: str, path):
     return Property(pid, dtype, str(column.name), tuple(labels)), values
 
 
-def tractogram(path: Path) -> tuple[Annotations, list[Property]]:
-    """Every streamline of a tractogram as a polyline, in RAS+ mm, with its properties."""
+def tractogram(path: Path, scratch: Path | None = None) -> tuple[Annotations, list[Property]]:
+    """Every streamline of a tractogram as a polyline, in RAS+ mm, with its properties.
+
+    Read lazily, ``BATCH_POINTS`` points at a time, into ``scratch`` (the points as a memory
+    map: a tractogram need not fit in memory); without ``scratch``, in memory."""
     import nibabel as nib
 
     try:
-        tracts = nib.streamlines.load(str(path))
+        tracts = nib.streamlines.load(str(path), lazy_load=True)
+        staged = _staged(tracts.tractogram, scratch)
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 (nibabel raises many kinds for a bad file)
         raise InputError(
             f"{path}: not a tractogram nibabel reads ({type(e).__name__}: {e})"
         ) from None
-    seq = tracts.streamlines
-    points = np.asarray(seq.get_data(), dtype=np.float32).reshape(-1, 3)  # in sequence order
-    lengths = np.fromiter((len(s) for s in seq), dtype=np.int64, count=len(seq))
+    points, lengths, per_streamline = staged
     keep = lengths > 0  # an empty streamline has no points: dropping it moves none
     if not keep.all():
         log.warning("%s: %d empty streamlines left out", path, (~keep).sum())
@@ -149,33 +154,78 @@ def tractogram(path: Path) -> tuple[Annotations, list[Property]]:
         raise InputError(f"{path}: no streamline")
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    steps = np.linalg.norm(np.diff(points.astype(np.float64), axis=0), axis=1)
-    steps[offsets[1:-1] - 1] = 0.0  # no step from one streamline to the next
-    length = np.add.reduceat(np.append(steps, 0.0), offsets[:-1])
+    batch = Annotations("polyline", np.arange(n, dtype=np.uint64), points, offsets)
+    length = np.zeros(n)
+    for a, part in batch.parts():  # lengths, part by part
+        pts, off = part.geometry.astype(np.float64), part.offsets
+        steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+        steps[off[1:-1] - 1] = 0.0  # no step from one streamline to the next
+        length[a : a + len(part)] = np.add.reduceat(np.append(steps, 0.0), off[:-1])
     direction = np.abs(points[offsets[1:] - 1].astype(np.float64) - points[offsets[:-1]])
     norm = np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-9)
-    values = {
-        "length": length.astype(np.float32),
-        "points": lengths.astype(np.int32),
-        "direction": np.round(direction / norm * 255).astype(np.uint8),
-    }
+    batch.values.update(
+        length=length.astype(np.float32),
+        points=lengths.astype(np.int32),
+        direction=np.round(direction / norm * 255).astype(np.uint8),
+    )
     properties = [
         Property("length", "float32", "length (mm)"),
         Property("points", "int32", "points"),
         Property("direction", "rgb", "direction of the ends, |dx| |dy| |dz| as RGB"),
     ]
     taken = {p.id for p in properties}
-    for key, data in tracts.tractogram.data_per_streamline.items():
-        data = np.asarray(data, dtype=np.float32).reshape(len(keep), -1)[keep]
+    for key, data in per_streamline.items():
+        data = data.reshape(len(keep), -1)[keep]
         for j in range(data.shape[1]):
             name = key if data.shape[1] == 1 else f"{key}_{j}"
             pid = property_id(name, taken)
             properties.append(Property(pid, "float32", name))
-            values[pid] = data[:, j]
-    batch = Annotations(
-        "polyline", np.arange(n, dtype=np.uint64), points, offsets.astype(np.int64), values
-    )
+            batch.values[pid] = data[:, j]
     return batch, properties
+
+
+BATCH_POINTS = 1 << 18  # points read before they are written out (and their arrays freed)
+
+
+def _staged(tractogram, scratch: Path | None):
+    """``(points (P, 3) float32, streamline lengths, per-streamline data)`` of a lazily loaded
+    tractogram; the points appended to ``scratch/points.f32`` as they come, when given, and
+    returned as a memory map of it."""
+    lengths, data, pending, count, blocks = array("q"), {}, [], 0, []
+    path = None if scratch is None else Path(scratch) / "points.f32"
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+    def flush():
+        block = np.concatenate(pending) if pending else np.zeros((0, 3), "<f4")
+        if path is None:
+            blocks.append(block)
+        else:
+            with open(path, "ab") as f:
+                f.write(block.tobytes())
+        pending.clear()
+
+    # ``.streamlines`` (in RAS+ mm): a lazy tractogram's items are not moved there (nibabel 5)
+    for streamline in tractogram.streamlines:
+        s = np.asarray(streamline, dtype="<f4").reshape(-1, 3)
+        lengths.append(len(s))
+        pending.append(s)
+        count += len(s)
+        if count >= BATCH_POINTS:
+            flush()
+            count = 0
+    flush()
+    for key, values in tractogram.data_per_streamline.items():
+        data[key] = [np.asarray(v, np.float32).ravel() for v in values]
+    lengths = np.frombuffer(lengths, dtype=np.int64) if len(lengths) else np.zeros(0, np.int64)
+    total = int(lengths.sum())
+    if path is not None and total:
+        points = np.memmap(path, "<f4", "r", shape=(total, 3))
+    else:
+        points = np.concatenate(blocks) if blocks else np.zeros((0, 3), "<f4")
+    per_streamline = {k: np.stack(v) for k, v in data.items()}
+    return points, lengths, per_streamline
 
 
 def label_volume(path: Path):

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .collection import Annotations
+from .collection import PART, Annotations
 
 LIMIT = 1000  # target annotations per cell (the densest cell of a level holds about this many)
 MAX_LEVELS = 12
-PART = 50_000  # annotations whose cells are found at once
+KEEP_PAIRS = 1 << 23  # (annotation, cell) pairs of a level kept from counting to writing
 
 
 @dataclass(frozen=True)
@@ -144,34 +144,65 @@ def cells_of(batch: Annotations, lower, level: Level) -> tuple[np.ndarray, np.nd
     return pairs // level.cells, pairs % level.cells
 
 
-def _cells_in_parts(batch: Annotations, index: np.ndarray, lower, level: Level):
-    """``cells_of`` for the annotations at ``index``, ``PART`` at a time (bounded memory);
-    owners are indices into ``batch``."""
-    owners, flats = [], []
+def _parts(batch: Annotations, index: np.ndarray):
+    """``(indices, their annotations)``, ``PART`` at a time: the points of one part in memory
+    (a polyline collection's points may be a memory map of the whole tractogram)."""
     for at in range(0, len(index), PART):
         part = index[at : at + PART]
-        whole = len(part) == len(batch)
-        owner, flat = cells_of(batch if whole else batch.take(part), lower, level)
-        owners.append(part[owner])
-        flats.append(flat)
-    return np.concatenate(owners), np.concatenate(flats)
+        yield part, batch if len(part) == len(batch) else batch.take(part)
+
+
+def cell_counts(batch: Annotations, index: np.ndarray, lower, level: Level):
+    """The most annotations of ``index`` in one cell of ``level``, counted part by part, and
+    the pairs ``(annotation, cell)`` themselves while there are at most ``KEEP_PAIRS`` (else
+    None: they are found again for the emitted ones)."""
+    cells, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    kept: list | None = []
+    total = 0
+    for part, some in _parts(batch, index):
+        owner, flat = cells_of(some, lower, level)
+        total += len(flat)
+        if kept is not None and total <= KEEP_PAIRS:
+            kept.append((part[owner], flat))
+        else:
+            kept = None
+        new, n = np.unique(flat, return_counts=True)
+        cells, where = np.unique(np.concatenate([cells, new]), return_inverse=True)
+        counts = np.bincount(where, weights=np.concatenate([counts, n])).astype(np.int64)
+    most = int(counts.max()) if len(counts) else 0
+    if kept is None:
+        return most, None
+    empty = np.zeros(0, np.int64)
+    return most, (
+        np.concatenate([empty, *[o for o, _ in kept]]),
+        np.concatenate([empty, *[f for _, f in kept]]),
+    )
 
 
 def assign(batch: Annotations, lower, upper, limit: int = LIMIT):
-    """Where each annotation goes: ``[(level, annotation indices, flat cells), ...]`` for every
-    level from the coarsest until none remain (the last level takes all that remain)."""
+    """Where each annotation goes, level by level from the coarsest until none remain (the
+    last level takes all that remain): yields ``(level, annotation indices, flat cells)``. Only
+    the pairs of one level are in memory at a time (or, above ``KEEP_PAIRS``, of the
+    annotations it emits)."""
     remaining = np.arange(len(batch))
-    out = []
     grids = levels(lower, upper)
     for k, level in enumerate(grids):
         if not len(remaining):
             break
-        owner, flat = _cells_in_parts(batch, remaining, lower, level)
-        most = np.unique(flat, return_counts=True)[1].max()
+        most, pairs = cell_counts(batch, remaining, lower, level)
         p = 1.0 if k == len(grids) - 1 else min(1.0, limit / most)
-        chosen = np.zeros(len(batch), dtype=bool)
-        chosen[remaining] = draw(batch.ids[remaining], k) < p
-        keep = chosen[owner]
-        out.append((level, owner[keep], flat[keep]))
-        remaining = remaining[~chosen[remaining]]
-    return out
+        chosen = draw(batch.ids[remaining], k) < p
+        emitted = remaining[chosen]
+        if pairs is not None:
+            picked = np.zeros(len(batch), dtype=bool)
+            picked[emitted] = True
+            keep = picked[pairs[0]]
+            yield level, pairs[0][keep], pairs[1][keep]
+        else:
+            owners, flats = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+            for part, some in _parts(batch, emitted):
+                owner, flat = cells_of(some, lower, level)
+                owners.append(part[owner])
+                flats.append(flat)
+            yield level, np.concatenate(owners), np.concatenate(flats)
+        remaining = remaining[~chosen]

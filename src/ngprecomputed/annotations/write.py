@@ -94,9 +94,11 @@ def write_collection(
     relationships: list[str],
     sharded: bool | None = None,
     limit: int = spatial.LIMIT,
+    scratch: Path | None = None,
 ) -> dict:
     """Write ``batch`` (ids ``0..N-1``) as a precomputed annotation collection in ``folder``;
-    returns its info. ``sharded`` None: sharded above ``SHARD_ABOVE`` annotations."""
+    returns its info. ``sharded`` None: sharded above ``SHARD_ABOVE`` annotations.
+    ``scratch``: a folder for the records as a memory map."""
     folder = Path(folder)
     n = len(batch)
     if not np.array_equal(batch.ids, np.arange(n, dtype=np.uint64)):
@@ -104,7 +106,9 @@ def write_collection(
     if sharded is None:
         sharded = n > SHARD_ABOVE
     properties = property_order(properties)
-    words, starts = records(batch, properties)
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    words, starts = records(batch, properties, scratch and Path(scratch) / "records.npy")
     lower, upper = bounds_of(batch) if n else ([0.0] * 3, [1.0] * 3)
     info = {
         "@type": "neuroglancer_annotations_v1",
@@ -146,7 +150,7 @@ def write_collection(
             "key": key,
             "grid_shape": list(g),
             "chunk_size": list(level.chunk_size),
-            "limit": int(counts.max()),
+            "limit": int(counts.max()) if len(counts) else 1,
         }
         if sharded or level.cells > UNSHARDED_CELLS:
             codes = compressed_morton_codes(xyz, g).astype(np.int64)
