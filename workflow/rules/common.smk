@@ -301,6 +301,117 @@ def dataset_scratch(w):
     return WORK / w.dataset / "raw"
 
 
+# --- input functions and resources of the rules (named: what a rule asks for, said once) ------
+
+
+def dataset_source(w):
+    return source_path(w.dataset)
+
+
+def dataset_path(w):
+    return DATASETS[w.dataset].path
+
+
+def dataset_labels(w):
+    return DATASETS[w.dataset].options.labels
+
+
+def precomputed_info(w):
+    """The info of a sheet row's precomputed source (re-encoded)."""
+    return Path(DATASETS[w.dataset].path) / "info"
+
+
+def mesh_records_folder(w):
+    return WORK / w.dataset / "meshes"
+
+
+def reencode_flags(w):
+    """The row's encoding settings as ``ngprecomputed reencode`` takes them."""
+    o = DATASETS[w.dataset].options
+    flags = [f"--encoding {o.encoding}"] if o.encoding else []
+    flags += [f"--jpeg-quality {o.jpeg_quality}", f"--block-size {o.block_size[0]}"]
+    flags += ["--gzip"] if o.gzip else []
+    flags += ["--shard identity"] if o.sharded else []
+    return " ".join(flags)
+
+
+def small_job_mem_mb(w, attempt):
+    return in_job_mb() + SMALL_JOB_MEM_MB * attempt
+
+
+def source_pass_runtime_min(w, input, attempt):
+    """One pass over the source file (indexing or decompressing it)."""
+    return gzip_index_runtime_min(
+        sum(Path(f).stat().st_size for f in input.source), attempt
+    )
+
+
+def slab_mem_mb(w, attempt):
+    return in_job_mb() + job_mem_mb(
+        plan_of(w.dataset), int(w.stage), int(w.slab), attempt
+    )
+
+
+def slab_runtime_min(w, attempt):
+    return job_runtime_min(plan_of(w.dataset), int(w.stage), int(w.slab), attempt)
+
+
+def first_slab_mem_mb(w, attempt):
+    return in_job_mb() + job_mem_mb(plan_of(w.dataset), 0, 0, attempt)
+
+
+def first_slab_runtime_min(w, attempt):
+    return job_runtime_min(plan_of(w.dataset), 0, 0, attempt)
+
+
+def last_stage_mem_mb(w, attempt):
+    plan = plan_of(w.dataset)
+    return in_job_mb() + job_mem_mb(plan, len(plan.stages) - 1, 0, attempt)
+
+
+def last_stage_runtime_min(w, attempt):
+    plan = plan_of(w.dataset)
+    return job_runtime_min(plan, len(plan.stages) - 1, 0, attempt)
+
+
+def reencode_mem_mb(w, threads, attempt):
+    """Processes of ~50 MiB that each hold a chunk or two."""
+    return in_job_mb() + (SMALL_JOB_MEM_MB + 100 * threads) * attempt
+
+
+def reencode_runtime_min(w, attempt):
+    return 60 * attempt
+
+
+def mesh_region_mem_mb(w, attempt):
+    return in_job_mb() + mesh_region_resources(w, attempt)[0]
+
+
+def mesh_region_runtime_min(w, attempt):
+    return mesh_region_resources(w, attempt)[1]
+
+
+def meshes_mem_mb(w, attempt):
+    """The regions' records in memory, fragments copied one at a time."""
+    return in_job_mb() + SMALL_JOB_MEM_MB * 2 * attempt
+
+
+def meshes_runtime_min(w, attempt):
+    return (10 + mesh_regions(w.dataset).count // 100) * 2 ** (attempt - 1)
+
+
+def mesh_file_mem_mb(w, attempt):
+    return in_job_mb() + 1000 * attempt
+
+
+def qc_job_mem_mb(w, attempt):
+    return in_job_mb() + qc_mem_mb(attempt=attempt)
+
+
+def qc_job_runtime_min(w, attempt):
+    return qc_runtime_min(scale0_voxels(w.dataset), attempt)
+
+
 def annotation_inputs(w):
     """An annotation dataset's source, and its segmentation's source (the labels it is
     related to, read with nibabel)."""

@@ -4,7 +4,7 @@
 
 rule surfaces:
     input:
-        source=lambda w: source_path(w.dataset),
+        source=dataset_source,
         table=mesh_table_files,
     output:
         WORK / "{dataset}" / "surfaces.json",
@@ -15,13 +15,12 @@ rule surfaces:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb()
-        + job_mem_mb(plan_of(w.dataset), 0, 0, attempt),
-        runtime=lambda w, attempt: job_runtime_min(plan_of(w.dataset), 0, 0, attempt),
+        mem_mb=first_slab_mem_mb,
+        runtime=first_slab_runtime_min,
     params:
         source=source_spec,
         options=options_json,
-        root=lambda w: RESULTS / w.dataset,
+        root=dataset_root,
         colon="" if config["colon_names"] else "--no-colon",
     shell:
         "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} surfaces {params.source:q} --dataset {wildcards.dataset}"
@@ -45,12 +44,12 @@ rule mesh_region:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb() + mesh_region_resources(w, attempt)[0],
-        runtime=lambda w, attempt: mesh_region_resources(w, attempt)[1],
+        mem_mb=mesh_region_mem_mb,
+        runtime=mesh_region_runtime_min,
     params:
         source=source_spec,
         options=options_json,
-        root=lambda w: RESULTS / w.dataset,
+        root=dataset_root,
         voxels=config["mesh_region_voxels"],
         gzip_index=gzip_index_arg,
     shell:
@@ -73,16 +72,14 @@ rule meshes:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        # the regions' records in memory, fragments copied one at a time
-        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * 2 * attempt,
-        runtime=lambda w, attempt: (10 + mesh_regions(w.dataset).count // 100)
-        * 2 ** (attempt - 1),
+        mem_mb=meshes_mem_mb,
+        runtime=meshes_runtime_min,
     params:
         source=source_spec,
         options=options_json,
-        root=lambda w: RESULTS / w.dataset,
+        root=dataset_root,
         voxels=config["mesh_region_voxels"],
-        regions=lambda w: WORK / w.dataset / "meshes",
+        regions=mesh_records_folder,
         colon="" if config["colon_names"] else "--no-colon",
     shell:
         "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} meshes {params.source:q} --dataset {wildcards.dataset}"
@@ -93,7 +90,7 @@ rule meshes:
 
 rule vtk_mesh:
     input:
-        lambda w: DATASETS[w.dataset].path,
+        dataset_path,
     output:
         RESULTS / "{dataset}" / "{dataset}.vtk",
     log:
@@ -103,7 +100,7 @@ rule vtk_mesh:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb() + 1000 * attempt,
+        mem_mb=mesh_file_mem_mb,
         runtime=10,
     shell:
         "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} vtk {input:q} {output:q} --dataset {wildcards.dataset}"

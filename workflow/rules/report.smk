@@ -23,9 +23,9 @@ rule qc:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb() + qc_mem_mb(attempt=attempt),
-        runtime=lambda w, attempt: qc_runtime_min(scale0_voxels(w.dataset), attempt),
+        mem_mb=qc_job_mem_mb,
+        runtime=qc_job_runtime_min,
     params:
-        root=lambda w: RESULTS / w.dataset,
+        root=dataset_root,
     script:
         "../scripts/qc.py"

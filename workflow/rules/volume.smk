@@ -78,7 +78,7 @@ checkpoint plan:
     # its source is made by another rule (planned once it exists), or it is unreadable (the
     # job fails with the one-line reason; the other datasets go on with --keep-going).
     input:
-        source=lambda w: source_path(w.dataset),
+        source=dataset_source,
     output:
         WORK / "{dataset}" / "plan.json",
     log:
@@ -86,7 +86,7 @@ checkpoint plan:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * attempt,
+        mem_mb=small_job_mem_mb,
         runtime=10,
     params:
         source=source_spec,
@@ -98,7 +98,7 @@ checkpoint plan:
 
 rule gzip_index:
     input:
-        source=lambda w: source_path(w.dataset),
+        source=dataset_source,
     output:
         WORK / "{dataset}" / "source.gzidx",
     log:
@@ -108,10 +108,8 @@ rule gzip_index:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * attempt,
-        runtime=lambda w, input, attempt: gzip_index_runtime_min(
-            sum(Path(f).stat().st_size for f in input.source), attempt
-        ),
+        mem_mb=small_job_mem_mb,
+        runtime=source_pass_runtime_min,
     params:
         source=source_spec,
     script:
@@ -120,7 +118,7 @@ rule gzip_index:
 
 rule decompress:
     input:
-        source=lambda w: source_path(w.dataset),
+        source=dataset_source,
     output:
         temp(WORK / "{dataset}" / "source.raw"),
     log:
@@ -130,10 +128,8 @@ rule decompress:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb() + SMALL_JOB_MEM_MB * attempt,
-        runtime=lambda w, input, attempt: gzip_index_runtime_min(
-            sum(Path(f).stat().st_size for f in input.source), attempt
-        ),
+        mem_mb=small_job_mem_mb,
+        runtime=source_pass_runtime_min,
     params:
         source=source_spec,
     script:
@@ -152,11 +148,8 @@ rule pyramid:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb()
-        + job_mem_mb(plan_of(w.dataset), int(w.stage), int(w.slab), attempt),
-        runtime=lambda w, attempt: job_runtime_min(
-            plan_of(w.dataset), int(w.stage), int(w.slab), attempt
-        ),
+        mem_mb=slab_mem_mb,
+        runtime=slab_runtime_min,
     params:
         plan=plan_param,
         root=dataset_root,
@@ -180,25 +173,20 @@ rule finalize:
     conda:
         "../envs/ngprecomputed.yaml"
     resources:
-        mem_mb=lambda w, attempt: in_job_mb()
-        + job_mem_mb(
-            plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0, attempt
-        ),
-        runtime=lambda w, attempt: job_runtime_min(
-            plan_of(w.dataset), len(plan_of(w.dataset).stages) - 1, 0, attempt
-        ),
+        mem_mb=last_stage_mem_mb,
+        runtime=last_stage_runtime_min,
     params:
         plan=plan_param,
         root=dataset_root,
         scratch=dataset_scratch,
-        labels=lambda w: DATASETS[w.dataset].options.labels,
+        labels=dataset_labels,
     script:
         "../scripts/finalize.py"
 
 
 rule reencode:
     input:
-        info=lambda w: Path(DATASETS[w.dataset].path) / "info",
+        info=precomputed_info,
     output:
         info=RESULTS / "{dataset}" / "info",
     log:
@@ -210,23 +198,12 @@ rule reencode:
         "../envs/ngprecomputed.yaml"
     threads: workflow.cores
     resources:
-        # processes of ~50 MiB that each hold a chunk or two
-        mem_mb=lambda w, threads, attempt: in_job_mb()
-        + (SMALL_JOB_MEM_MB + 100 * threads) * attempt,
-        runtime=lambda w, attempt: 60 * attempt,
+        mem_mb=reencode_mem_mb,
+        runtime=reencode_runtime_min,
     params:
         source=source_spec,
-        root=lambda w: RESULTS / w.dataset,
-        encoding=lambda w: DATASETS[w.dataset].options.encoding or "",
-        quality=lambda w: DATASETS[w.dataset].options.jpeg_quality,
-        block=lambda w: DATASETS[w.dataset].options.block_size[0],
-        gzip=lambda w: "--gzip" if DATASETS[w.dataset].options.gzip else "",
-        shard=lambda w: (
-            "--shard identity" if DATASETS[w.dataset].options.sharded else ""
-        ),
+        root=dataset_root,
+        flags=reencode_flags,
     shell:
         "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} reencode {params.source:q} {params.root:q}"
-        " $([ -n '{params.encoding}' ] && echo --encoding {params.encoding})"
-        " --jpeg-quality {params.quality} --block-size {params.block} {params.gzip}"
-        " {params.shard}"
-        " --processes {threads}"
+        " {params.flags} --processes {threads}"
