@@ -43,6 +43,8 @@ SHEET_ERRORS = [
         "row 1 (dataset x), column chunk_size",
     ),
     ("dataset,path,type,colour\nx,good.nii.gz,image,red\n", "unknown column 'colour'"),
+    ("dataset,path,type\nx,good.nii.gz,image,extra\n", "row 1 has 4 cells, the header 3"),
+    ("# only a comment\n\n", "empty sample sheet"),
 ]
 
 
@@ -58,6 +60,18 @@ def test_bad_sheet_stops_before_any_job_with_one_line(tmp_path, good, text, mess
     assert len(errors) == 1 and message in errors[0] and "samples.csv" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["samples.tsv", "samples.txt"])
+def test_a_tsv_sheet(tmp_path, good, name):
+    """Tab-separated sheets (Snakemake's other convention): by suffix, or a header of tabs."""
+    sheet = tmp_path / name
+    sheet.write_text("# a comment\ndataset\tpath\ttype\tmax_scales\nx, y\tgood.nii.gz\timage\t2\n")
+    with pytest.raises(InputError, match="row 1 \\(dataset x, y\\), column dataset"):
+        load_sheet(sheet, Options())  # a comma is no separator here: one (bad) name
+    sheet.write_text("dataset\tpath\ttype\tmax_scales\nxy\tgood.nii.gz\timage\t2\n")
+    (d,) = load_sheet(sheet, Options())
+    assert (d.name, Path(d.path).name, d.options.max_scales) == ("xy", "good.nii.gz", 2)
 
 
 def test_relative_paths_resolve_against_the_sheet_folder(tmp_path, good):
