@@ -24,7 +24,8 @@ header's data type kept), saved into OUT/inputs once and reused:
 ``--quick`` uses x1 and x2 instead of x2 and x4 and a batch of 4 (a smoke test; its ratios mean
 little). ``--meshes`` runs only the meshing case instead: aal3_x2 through the workflow with
 ``meshes: generate`` (pyramid and meshes, end to end) vs zmesh called directly on the whole volume
-with the same parameters; triangle counts too; the table goes to benchmarks/meshes.md.
+with the same parameters; triangle counts too; the table goes to benchmarks/meshes_workflow.md
+(benchmarks/meshes.py compares the meshes themselves).
 
 The peers. Each in a fresh empty folder (OUT/<peer>/<case>), its output in ``out`` there:
   neuroglancer-scripts (1.2.0, this venv)  their console scripts one step after the other
@@ -1336,9 +1337,11 @@ def preflight() -> None:
 
 # ---------------------------------------------------------------- meshes (--meshes)
 
-MESHES_MD = ROOT / "benchmarks" / "meshes.md"
-# zmesh called directly on the whole volume, with our parameters: the same background padding
-# (closed at the border), voxel units, reduction factor and error bound, one label after another.
+MESHES_MD = ROOT / "benchmarks" / "meshes_workflow.md"
+# zmesh called directly on the whole volume, with the parameters we gave it before smoothing: the
+# same background padding (closed at the border), voxel units, reduction factor 100 and error
+# bound, one label after another.
+ZMESH_REDUCTION = 100
 ZMESH_DIRECT = """
 import json, sys
 from pathlib import Path
@@ -1362,14 +1365,14 @@ out.mkdir(parents=True, exist_ok=True)
 def mesh_case(out: Path, quick: bool) -> Case:
     """AAL3 x2 (x1 with --quick) meshed end to end by the workflow (``meshes: generate``, with
     its pyramid; regions of the default ``mesh_region_voxels``) vs zmesh on the whole volume."""
-    from ngprecomputed.meshes.generate import MAX_ERROR, REDUCTION_FACTOR
+    from ngprecomputed.meshes.generate import MAX_ERROR
 
     factor = 1 if quick else 2
     (out / "inputs").mkdir(parents=True, exist_ok=True)
     labels = upsampled(package_file(*AAL3), factor, out / "inputs" / f"aal3_x{factor}.nii.gz")
     direct = [sys.executable, "-c", ZMESH_DIRECT, str(labels)]
     name = f"aal3_x{factor}_meshes"
-    params = [str(REDUCTION_FACTOR), str(MAX_ERROR)]
+    params = [str(ZMESH_REDUCTION), str(MAX_ERROR)]
     return Case(
         name,
         "segmentation, meshes",

@@ -1,16 +1,19 @@
 """Meshes generated from label volumes, region by region: legacy fragments and multi-resolution
-Draco meshes.
+Draco meshes, smoothed.
 
 Small synthetic label volumes (spheres, boxes, a one-voxel label, a one-voxel-thick plate, labels
-touching each other and the volume's border) with anisotropic voxels are meshed whole and cut
-into many regions. The files are read back with code written here from the Neuroglancer spec
-(plain numpy for legacy fragments and manifests; DracoPy and numpy for multi-resolution ones),
-and the meshes checked against the voxels: every label present has a mesh; the union of a
-label's fragments is closed and consistently wound (each edge, after merging equal vertices, is
-used once in each direction) also across region seams and at the volume's border (padded with
-background, so labels touching it are capped there); its vertices lie in the label's bounding
-box (nm, voxel corners at integers) with a voxel of tolerance; its enclosed volume is the
-label's voxel volume, up to half a voxel times its area.
+touching each other and the volume's border) with anisotropic voxels, and the AAL atlas, are
+meshed whole and cut into many regions. The files are read back with code written here from the
+Neuroglancer spec (plain numpy for legacy fragments and manifests; DracoPy and numpy for
+multi-resolution ones), and the meshes checked against the voxels with numpy and scipy alone:
+every label present has a mesh; the union of a label's fragments is closed and consistently
+wound (each edge, after merging equal vertices, is used once in each direction) also across
+region seams and at the volume's border (padded with background, so labels touching it are
+capped there); every vertex lies within one voxel of its label's boundary (the squares between
+a voxel of the label and one that is not); neighbouring labels meet (a vertex of A nearest an
+A|B square lies near B's mesh); its enclosed volume is the label's voxel volume, up to half a
+voxel times its area plus what smoothing and simplification may move; the sphere's faces face
+away from its centre; a second run writes the same bytes.
 """
 
 import json
@@ -20,9 +23,11 @@ import DracoPy
 import nibabel as nib
 import numpy as np
 import pytest
+import zmesh
+from scipy.spatial import cKDTree
 
 from ngprecomputed.errors import InputError
-from ngprecomputed.meshes import generate, multilod
+from ngprecomputed.meshes import generate, multilod, smooth
 from ngprecomputed.plan import Options, make_plan
 from ngprecomputed.sources import open_source
 
@@ -150,11 +155,11 @@ def assert_closed(vertices, faces, what):
 
 
 def assert_fits_label(vertices, faces, labels, label, max_error_voxels, what):
-    """Spanning the label's bounding box (nm, voxel corners at integers) up to the
-    simplification's error; enclosing its voxel volume."""
+    """Spanning the label's bounding box (nm, voxel corners at integers) up to the most a vertex
+    moves; enclosing its voxel volume."""
     where = np.argwhere(labels == label)
     lo, hi = where.min(0) * RES_NM, (where.max(0) + 1) * RES_NM
-    tol = max_error_voxels * RES_NM.min() * (1 + 1e-6)
+    tol = smooth.MAX_SHIFT * RES_NM.min() * (1 + 1e-6)  # vertices are smoothed, never simplified
     assert (vertices >= lo - tol).all() and (vertices <= hi + tol).all(), what
     assert (vertices.min(0) <= lo + tol).all() and (vertices.max(0) >= hi - tol).all(), what
     a, b, c = (vertices[faces[:, i]] for i in range(3))
@@ -165,6 +170,93 @@ def assert_fits_label(vertices, faces, labels, label, max_error_voxels, what):
     assert abs(volume - voxels) <= slack, (what, volume / voxels)
     if max_error_voxels <= 0.5:  # coarser levels may flatten a one-voxel label to nothing
         assert volume > 0, f"{what}: wound inside out"
+
+
+def boundary_squares(labels, label, res):
+    """The squares between a voxel of ``label`` and one that is not (the volume padded with
+    background), in nm: lower and upper corners, and the label on the other side."""
+    padded = np.pad(labels, 1)
+    inside = padded == label
+    lows, highs, across = [], [], []
+    for axis in range(3):
+        cut = np.argwhere(np.diff(inside.astype(np.int8), axis=axis) != 0)  # padded i | i + 1
+        lo = cut - 1.0  # padded voxel j is voxel j - 1: it spans [j - 1, j] ...
+        lo[:, axis] = cut[:, axis]  # ... and the square lies on the plane between, at j
+        hi = lo + 1
+        hi[:, axis] = lo[:, axis]
+        after = cut.copy()
+        after[:, axis] += 1
+        pair = padded[tuple(cut.T)], padded[tuple(after.T)]
+        across.append(np.where(pair[0] == label, pair[1], pair[0]))
+        lows.append(lo)
+        highs.append(hi)
+    return np.concatenate(lows) * res, np.concatenate(highs) * res, np.concatenate(across)
+
+
+def boundary_distance(points, labels, label, res, k=8):
+    """Each point's (nm) distance to its label's boundary in smallest voxel edges (an upper
+    bound: the nearest of the ``k`` squares whose centres are nearest), and the label on the
+    other side of that square."""
+    lo, hi, across = boundary_squares(labels, label, res)
+    _, near = cKDTree((lo + hi) / 2).query(points, k=min(k, len(lo)))
+    near = near.reshape(len(points), -1)
+    d = np.linalg.norm(points[:, None] - np.clip(points[:, None], lo[near], hi[near]), axis=2)
+    best = np.arange(len(points)), d.argmin(1)
+    return d[best] / res.min(), across[near[best]]
+
+
+def surface_distance(points, vertices, faces):
+    """Each point's distance to the nearest triangle (VTK's cell locator: no code of ours)."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+    from vtkmodules.vtkCommonCore import reference, vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData, vtkStaticCellLocator
+
+    pts = vtkPoints()
+    pts.SetData(numpy_to_vtk(np.ascontiguousarray(vertices, np.float64), deep=True))
+    cells = vtkCellArray()
+    offsets = np.arange(0, 3 * len(faces) + 1, 3, dtype=np.int64)
+    cells.SetData(
+        numpy_to_vtkIdTypeArray(offsets, deep=True),
+        numpy_to_vtkIdTypeArray(np.ascontiguousarray(faces, np.int64).ravel(), deep=True),
+    )
+    surface = vtkPolyData()
+    surface.SetPoints(pts)
+    surface.SetPolys(cells)
+    locator = vtkStaticCellLocator()
+    locator.SetDataSet(surface)
+    locator.BuildLocator()
+    closest, cell, sub, d2 = [0.0] * 3, reference(0), reference(0), reference(0.0)
+    out = []
+    for p in points:
+        locator.FindClosestPoint(list(p), closest, cell, sub, d2)
+        out.append(float(d2) ** 0.5)
+    return np.array(out)
+
+
+def assert_near_boundary(meshes, labels, res, what):
+    """Every vertex within one voxel of its label's boundary: within ``MAX_SHIFT`` (a vertex
+    moves no farther from where marching cubes put it, on that boundary), give or take the
+    16-bit quantization of a multi-resolution node."""
+    for label, (vertices, _) in meshes.items():
+        d, _ = boundary_distance(vertices, labels, label, res)
+        assert d.max() < 1 and d.max() <= smooth.MAX_SHIFT + 2e-3, (what, label, d.max())
+
+
+def assert_neighbours_meet(meshes, labels, res, what):
+    """Vertices of A whose nearest boundary square is an A|B square (B another label) lie near
+    B's mesh: all within 1.5 voxels (twice the most a vertex moves: A's and B's vertices each
+    move up to ``MAX_SHIFT`` from the squares they share), 99% within 0.75, on average within a
+    tenth of a voxel (labels are smoothed together; smoothed one by one, AAL's came apart by a
+    quarter of a voxel on average, and 1.5 at most)."""
+    gaps = []
+    for a, (vertices, _) in meshes.items():
+        _, across = boundary_distance(vertices, labels, a, res)
+        for b in set(np.unique(across).tolist()) & set(meshes) - {a}:
+            gaps.append(surface_distance(vertices[across == b], *meshes[b]) / res.min())
+    gaps = np.concatenate(gaps)
+    assert len(gaps) > 0, what
+    assert gaps.max() <= 1.5 and np.percentile(gaps, 99) <= 0.75, (what, gaps.max())
+    assert gaps.mean() <= 0.1, (what, gaps.mean())
 
 
 # ---------------------------------------------------------------- regions
@@ -213,12 +305,16 @@ def test_every_label_gets_a_closed_mesh_that_fits_its_voxels(tmp_path, volume, b
     assert set(counts) == present
     mesh_dir = tmp_path / "mesh"
     assert json.loads((mesh_dir / "info").read_text()) == {"@type": "neuroglancer_legacy_mesh"}
+    meshes = {}
     for label in present:
         vertices, faces, names = read_legacy(mesh_dir, label)
         assert len(names) == counts[label] and len(faces) > 0
         what = f"label {label}, {regions.count} regions"
         assert_closed(vertices, faces, what)
         assert_fits_label(vertices, faces, labels, label, generate.MAX_ERROR, what)
+        meshes[label] = vertices, faces
+    assert_near_boundary(meshes, labels, RES_NM, f"{regions.count} regions")
+    assert_neighbours_meet(meshes, labels, RES_NM, f"{regions.count} regions")
     if budget == 1500:
         assert regions.count > 20 and max(counts.values()) > 8  # seams were crossed
 
@@ -243,6 +339,87 @@ def test_no_colon_names_the_manifests_json(tmp_path, volume):
     assert "1.json" in names and not any(":" in n for n in names)
 
 
+def test_the_sphere_faces_away_from_its_centre(tmp_path, volume):
+    """Smoothed, the sphere's faces (in voxel space, where it is round) are less than 10 degrees
+    off the radial direction on average (weighted by area; 8 when written), where zmesh's terraced
+    mesh of it (marching cubes and its simplification, as before smoothing) is off by 19."""
+    path, labels = volume
+    run_all(plan_for(path), 10**9, tmp_path)
+    vertices, faces, _ = read_legacy(tmp_path / "mesh", 1)
+
+    def off_radial(v, f):
+        a, b, c = (v[f[:, i]] for i in range(3))
+        normal = np.cross(b - a, c - a)
+        radial = (a + b + c) / 3 - (np.array([12, 12, 10]) + 0.5)  # the centre voxel's centre
+        cos = np.einsum("ij,ij->i", normal, radial) / np.linalg.norm(normal, axis=1)
+        area = np.linalg.norm(normal, axis=1)
+        angle = np.degrees(np.arccos(np.clip(cos / np.linalg.norm(radial, axis=1), -1, 1)))
+        return (angle * area).sum() / area.sum()
+
+    mesher = zmesh.Mesher((1.0, 1.0, 1.0))
+    mesher.mesh(np.pad(labels == 1, 1).astype(np.uint8))
+    terraced = mesher.get(1, reduction_factor=100, max_error=0.5, voxel_centered=True)
+    ours = off_radial(vertices / RES_NM, faces)
+    theirs = off_radial(terraced.vertices.astype(np.float64) - 1, terraced.faces.astype(np.int64))
+    assert ours < 10 and theirs > 15 and ours < theirs / 2, (ours, theirs)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_a_rerun_writes_the_same_bytes(tmp_path, volume, multi):
+    path, _ = volume
+    plan = plan_for(path, "multilod" if multi else "generate")
+    for run in ("a", "b"):
+        run_all(plan, 1500, tmp_path / run, multi=multi)
+    files = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
+    assert len(files) > 20
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------- the AAL atlas
+
+AAL_BUDGET = 200_000  # AAL's 76x93x76 cubes in 2 x 2 x 1 regions
+
+
+@pytest.fixture(scope="module")
+def aal(data, tmp_path_factory):
+    img = nib.load(data["aal"])
+    res = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0)) * 1e6  # nm
+    plan = make_plan(
+        "aal", open_source(data["aal"]), Options(type="segmentation", meshes="generate")
+    )
+    return plan, np.asarray(img.dataobj), res, tmp_path_factory
+
+
+def test_aal_meshes_are_closed_near_their_labels_and_meet(aal):
+    plan, labels, res, tmp = aal
+    root = tmp.mktemp("aal_legacy")
+    regions, counts = run_all(plan, AAL_BUDGET, root)
+    assert regions.count == 4 and set(counts) == set(np.unique(labels).tolist()) - {0}
+    meshes = {label: read_legacy(root / "mesh", label)[:2] for label in counts}
+    for label, mesh in meshes.items():
+        assert_closed(*mesh, f"AAL label {label}")
+    assert_near_boundary(meshes, labels, res, "AAL")
+    assert_neighbours_meet(meshes, labels, res, "AAL")
+    assert sum(n > 1 for n in counts.values()) > 10  # many labels cross a region seam
+
+
+def test_aal_multilod_meshes_are_closed_and_near_their_labels_at_every_lod(aal):
+    plan, labels, res, tmp = aal
+    root = tmp.mktemp("aal_multilod")
+    _, counts = run_all(plan, AAL_BUDGET, root, multi=True)
+    joined = {lod: {} for lod in range(generate.LODS)}
+    for label in counts:
+        for lod, nodes in enumerate(read_multilod(root / "mesh", label)):
+            joined[lod][label] = join([(nm, f) for _, _, f, nm in nodes])
+            assert_closed(*joined[lod][label], f"AAL label {label}, lod {lod}")
+    for lod, meshes in joined.items():
+        assert_near_boundary(meshes, labels, res, f"AAL, lod {lod}")
+    assert_neighbours_meet(joined[0], labels, res, "AAL, lod 0")
+
+
 # ---------------------------------------------------------------- multi-resolution meshes
 
 
@@ -264,6 +441,7 @@ def test_multilod_meshes_are_closed_octrees_at_every_lod(tmp_path, volume, budge
     assert info["@type"] == "neuroglancer_multilod_draco"
     assert info["vertex_quantization_bits"] == 16 and info["lod_scale_multiplier"] == 1.0
     half = 2**15  # where the viewer splits a lod > 0 node into its 2x2x2 children
+    joined = {lod: {} for lod in range(generate.LODS)}
     for label in present:
         lods = read_multilod(tmp_path / "mesh", label)
         _, _, scales, _, per_lod = read_index(tmp_path / "mesh" / f"{label}.index")
@@ -275,6 +453,7 @@ def test_multilod_meshes_are_closed_octrees_at_every_lod(tmp_path, volume, budge
             assert_closed(*join([(nm, f) for _, _, f, nm in nodes]), what)
             error = generate.MAX_ERROR * 2**lod
             assert_fits_label(*join([(nm, f) for _, _, f, nm in nodes]), labels, label, error, what)
+            joined[lod][label] = join([(nm, f) for _, _, f, nm in nodes])
             if lod > 0:
                 for _, q, f, _ in nodes:
                     tri = q[f]  # [m, 3 corners, 3 axes]
@@ -283,6 +462,9 @@ def test_multilod_meshes_are_closed_octrees_at_every_lod(tmp_path, volume, budge
                 children = {tuple(p // 2) for p, *_ in lods[lod - 1]}
                 assert children == {tuple(p) for p, *_ in nodes}, f"{what}: parents != children"
         assert len(lods[-1]) >= 1 and len(per_lod[0][0]) >= len(per_lod[-1][0])
+    for lod, meshes in joined.items():
+        assert_near_boundary(meshes, labels, RES_NM, f"lod {lod}, {regions.count} regions")
+    assert_neighbours_meet(joined[0], labels, RES_NM, f"lod 0, {regions.count} regions")
 
 
 def test_quantize_puts_the_mid_plane_on_the_split_point():

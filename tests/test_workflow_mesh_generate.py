@@ -99,6 +99,7 @@ def test_every_label_has_closed_multilod_meshes_at_every_lod(generated, atlas):
     assert mesh_info["@type"] == "neuroglancer_multilod_draco"
     assert mesh_info["vertex_quantization_bits"] == 16
     vol = CloudVolume(f"file://{dataset}", progress=False, cache=False)
+    totals = np.zeros(LODS, np.int64)
     for label in present(labels):
         sizes = []
         for lod in range(LODS):
@@ -106,7 +107,13 @@ def test_every_label_has_closed_multilod_meshes_at_every_lod(generated, atlas):
             # a coarser level moves vertices up to 2**lod half voxels
             check_label(mesh, labels, label, resolution, 1.0 + 0.5 * 2**lod)
             sizes.append(len(mesh.faces))
-        assert sizes[-1] <= sizes[0], f"label {label}: coarsest lod has more triangles"
+        # a piece is simplified less where more would flatten it onto its block's low face or
+        # take a quarter of its volume (generate.py), which a coarse level's larger error does
+        # more often: 3 of AAL's 120 labels have up to a quarter more triangles at the coarsest
+        # level than at the finest (7012: 1406, 1348, 1748); over all labels a third fewer
+        assert sizes[-1] <= 1.3 * sizes[0], f"label {label}: coarsest lod has more triangles"
+        totals += sizes
+    assert totals[-1] < 0.8 * totals[0], totals
 
 
 def test_meshes_on_an_image_row_stop_the_sheet(tmp_path, data):

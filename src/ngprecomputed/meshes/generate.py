@@ -1,5 +1,6 @@
-"""Meshes generated from a segmentation: a closed surface for every label present, by marching
-cubes and simplification (zmesh), region by region so that a job holds one region of labels.
+"""Meshes generated from a segmentation: a closed, smooth surface for every label present, by
+marching cubes (zmesh), smoothing and simplification (VTK, ``smooth.py``), region by region so
+that a job holds one region of labels.
 
 Geometry. Marching cubes joins voxel centres: cube ``j`` (along each axis) joins the centres of
 voxels ``j - 1`` and ``j``, so it spans ``[j - 0.5, j + 0.5]`` in voxel units of the volume's
@@ -8,19 +9,34 @@ voxel of background on every side: ``n + 1`` cubes per axis of ``n`` voxels, and
 closed, also where a label touches the volume's border (its cap lies on the border). Regions tile
 the cubes. A region of cubes ``[a, b)`` reads voxels ``[a - 1, b)``, one voxel of overlap with
 the region before it, so that neighbouring fragments meet on a shared plane of voxel centres.
-zmesh's simplification never moves a vertex of an open boundary (tested), so those fragments
-share their seam vertices exactly and their union is watertight.
+Neither smoothing nor simplification moves a vertex on that plane, so those fragments share
+their seam vertices exactly and their union is watertight.
 
-Simplification (``zmesh.Mesher.get``): ``REDUCTION_FACTOR`` is a target that the error bound
-stops first: a vertex moves at most ``MAX_ERROR`` times the smallest voxel edge (half a voxel:
-the marching-cubes staircase is itself half a voxel off the true boundary). Level of detail ``k``
-of a multi-resolution mesh allows ``2**k`` times that. zmesh re-simplifies only its own
-marching-cubes output, so every level starts again from marching cubes.
+Why this pipeline (numbers: ``benchmarks/meshes.md``). Marching-cubes surfaces are terraced: on
+AAL, a quarter of the pairs of adjacent triangles of zmesh's simplified meshes are coplanar and
+half meet at 30 to 60 degrees. Users expect what mesh-n-bone (Taubin smoothing, then decimation) or
+3D Slicer (windowed-sinc smoothing) show. Here: marching cubes unsimplified; every label of the
+block smoothed together by VTK's windowed-sinc filter (one vertex where two labels meet, so
+neighbours keep sharing their boundary; smoothed one by one, AAL's neighbours came apart by a
+quarter of a voxel on average and 1.5 voxels at most), each vertex kept within ``smooth.MAX_SHIFT``
+of the voxel boundary marching cubes put it on; then each label simplified by ``vtkDecimatePro``,
+which deletes vertices without moving any, keeps the topology and the open boundary, within
+``MAX_ERROR`` times the smallest voxel edge (level of detail ``k`` of a multi-resolution mesh:
+``2**k`` times that). zmesh's own simplifier cannot follow smoothing (it rounds vertices to the
+half-voxel lattice), nor can VTK's quadric decimation (it moves the open boundary, which would
+crack the seams). ``vtkSurfaceNets3D`` smooths all labels at once with shared faces, but its
+constrained smoother has no fixed vertices, so region seams would not meet, and without decimation
+its meshes are three times as large. The price: marching cubes, smoothing and decimation take two
+to three times zmesh's time alone, and hold every label's unsimplified surface at once (three times
+the memory); a piece is simplified less where more would flatten it onto its block's face or take a
+quarter of its volume, so a multi-resolution mesh has 5 to 17% more triangles per level than
+before; a seam's vertices keep their marching-cubes places, so a faint terraced line shows where
+two regions (or, in a multi-resolution mesh, two blocks) meet.
 
 Multi-resolution meshes: a region is one node of the coarsest lod (``LODS - 1``), cut into
 ``CELLS`` lod-0 nodes per axis. The mesh of a lod-``k`` node (``k > 0``) is the union of its 2x2x2
-children's blocks, each meshed and simplified on its own, so that no triangle crosses the split
-the viewer draws them at. Every node of a region is made by the region's job.
+children's blocks, each meshed, smoothed and simplified on its own, so that no triangle crosses
+the split the viewer draws them at. Every node of a region is made by the region's job.
 
 Jobs: ``mesh_region`` writes one region's fragments (legacy: straight into the dataset's mesh
 folder as ``<label>_<region>``; multi-resolution: Draco fragments into a file beside the job's
@@ -51,7 +67,6 @@ log = logging.getLogger(__name__)
 
 LODS = 3  # levels of detail of a multi-resolution mesh
 CELLS = 2 ** (LODS - 1)  # lod-0 nodes per region edge
-REDUCTION_FACTOR = 100
 MAX_ERROR = 0.5  # in smallest voxel edges, at lod 0 (and for legacy meshes)
 FORMATS = {"generate": "legacy", "multilod": "multilod"}
 
@@ -125,35 +140,26 @@ def region_labels(source, plan: Plan, cubes: Box) -> np.ndarray:
 
 
 def surfaces(labels: np.ndarray, corner, resolution, max_error: float) -> dict[int, Mesh]:
-    """Every label's simplified surface in ``labels`` (whose first voxel is voxel ``corner`` of
-    the volume), in voxel units of the volume's model space. ``max_error`` is in smallest voxel
-    edges; open boundaries (the block's faces) are kept as they are.
-
-    zmesh's simplifier keeps state from one ``get`` to the next (zmesh 1.15: a label simplified
-    after others, or twice, comes out with up to twice the triangles, worst where boundaries
-    are open), so each label is meshed again by a new mesher, on its own bounding box (found
-    from one unsimplified multi-label pass) plus a voxel of margin, as a mask."""
+    """Every label's smoothed, simplified surface in ``labels`` (whose first voxel is voxel
+    ``corner`` of the volume), in voxel units of the volume's model space. ``max_error`` is in
+    smallest voxel edges; open boundaries (the block's faces) are kept as they are."""
     if labels.min() == labels.max():
         return {}  # one value: no surface
+    from .smooth import smooth_and_simplify  # VTK: only in mesh jobs
+
     unit = np.asarray(resolution, np.float64) / min(resolution)  # zmesh works in these units
-    scan = zmesh.Mesher(tuple(unit))
-    scan.mesh(labels)
-    out = {}
-    for label in scan.ids():
-        if label == 0:
-            continue
-        raw = scan.get(label, reduction_factor=0, voxel_centered=True).vertices / unit
-        lo = np.maximum(np.floor(raw.min(0)).astype(int) - 1, 0)
-        hi = np.minimum(np.ceil(raw.max(0)).astype(int) + 1, labels.shape)
-        crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-        mesher = zmesh.Mesher(tuple(unit))
-        mesher.mesh((labels[crop] == label).astype(np.uint8))
-        m = mesher.get(
-            1, reduction_factor=REDUCTION_FACTOR, max_error=max_error, voxel_centered=True
-        )
-        if len(m.faces):
-            out[int(label)] = Mesh(_snapped(m.vertices / unit + corner + lo), m.faces)
-    return out
+    mesher = zmesh.Mesher(tuple(unit))
+    mesher.mesh(labels)
+    found = {}
+    for label in mesher.ids():
+        if label != 0:
+            m = mesher.get(label, reduction_factor=0, voxel_centered=True)  # marching cubes
+            found[int(label)] = (m.vertices.astype(np.float64), m.faces)
+    return {
+        label: Mesh(_snapped(v / unit + corner), f)
+        for label, (v, f) in smooth_and_simplify(found, labels.shape, unit, max_error).items()
+        if len(f)
+    }
 
 
 def _snapped(v: np.ndarray) -> np.ndarray:
@@ -287,22 +293,24 @@ def _write_multilod(read: list[dict], regions: Regions, records: Path, mesh_dir:
     return {label: len(items) for label, items in nodes.items()}
 
 
-# What a job asks the scheduler for. Measured on this project's 2-core machine (benchmarks/
-# meshes.md): a region job of AAL3 x2 (15 M uint8 voxels) peaked at 129 MiB, about 4 bytes per
-# voxel besides the interpreter, and meshed 1.5 M voxels per second on a busy machine; three
-# levels of detail are three times the work.
-_BASELINE_MB = 200  # Python, numpy, nibabel, zmesh
-_ZMESH_BYTES_PER_VOXEL = 4
-_VOXELS_PER_S = 1e6  # with room for a busy node
+# What a job asks the scheduler for. Measured on this project's 2-core machine, one region job
+# (``mesh_region`` called directly): AAL3 (7.6 M uint8 voxels, one region) peaked at 396 MiB
+# (legacy; 167 multi-resolution), about 40 bytes per voxel besides the interpreter: every label's
+# unsimplified surface, smoothed together, held at once; AAL3 x2 (15 M voxels, a quarter of it
+# per region) at 412 MiB. Both meshed 1.2 M voxels per second; three levels of detail are three
+# times the work. Before smoothing (zmesh alone): 121 MiB and 1.5 M voxels per second.
+_BASELINE_MB = 200  # Python, numpy, nibabel, zmesh, VTK
+_MESH_BYTES_PER_VOXEL = 32  # of dense atlas surfaces (AAL3 at 1 mm), the 1.2 margin below added
+_VOXELS_PER_S = 5e5  # with room for a busy node
 _MIN_RUNTIME_MIN = 10
 
 
 def region_mem_mb(plan: Plan, regions: Regions, attempt: int = 1) -> int:
-    """Peak memory of one region job: the region as read, as stored, padded, and zmesh's."""
+    """Peak memory of one region job: the region as read, as stored, padded, and its meshes."""
     n = regions.read_voxels
     read = 8 if plan.scaled else np.dtype(plan.source_dtype).itemsize
     stored = np.dtype(plan.data_type).itemsize
-    peak = n * (read + 2 * stored + _ZMESH_BYTES_PER_VOXEL)
+    peak = n * (read + 2 * stored + _MESH_BYTES_PER_VOXEL)
     return int((_BASELINE_MB + peak / 2**20 * 1.2) * (1 + 0.5 * (attempt - 1)))
 
 
