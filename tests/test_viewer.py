@@ -599,12 +599,19 @@ HOVER_PX = 100
 
 
 def pointed(page) -> np.ndarray:
-    """The world position (mm) the mouse-position widget shows."""
-    text = page.evaluate(
-        "document.querySelector('.neuroglancer-mouse-position-widget').textContent"
-    )
-    found = dict(re.findall(r"([xyz])\s*(-?\d+(?:\.\d+)?)", text))
-    return np.array([float(found[a]) for a in "xyz"])
+    """The world position (mm) the mouse-position widget shows, once it shows one and it stays
+    the same for 150 ms (a busy machine redraws late)."""
+    script = "document.querySelector('.neuroglancer-mouse-position-widget').textContent"
+    deadline, last = time.monotonic() + 10, None
+    while True:
+        text = page.evaluate(script)
+        found = dict(re.findall(r"([xyz])\s*(-?\d+(?:\.\d+)?)", text))
+        if len(found) == 3 and text == last:
+            return np.array([float(found[a]) for a in "xyz"])
+        if time.monotonic() > deadline:
+            pytest.fail(f"the mouse-position widget shows {text!r}")
+        last = text
+        page.wait_for_timeout(150)
 
 
 def hover(page, box: dict, dx: float, dy: float) -> np.ndarray:
