@@ -574,11 +574,14 @@ def test_range_on_a_gz_chunk_applies_to_the_stored_bytes(server, site):
 # --- the generator itself ---------------------------------------------------------------------
 
 
-def test_write_configs_writes_three_files(tmp_path):
+def test_write_configs_writes_four_files(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     written = write_configs(results, tmp_path / "out", port=9000)
-    assert sorted(p.name for p in written) == [".htaccess", "apache.conf", "nginx.conf"]
+    names = sorted(p.name for p in written)
+    assert names == [".htaccess", "apache.conf", "nginx.conf", "s3-cors.json"]
+    rule = json.loads((tmp_path / "out" / "s3-cors.json").read_text())["CORSRules"][0]
+    assert "Content-Range" in rule["ExposeHeaders"] and rule["AllowedMethods"] == ["GET", "HEAD"]
     assert (tmp_path / "out" / ".htaccess").read_text() == apache_htaccess()
     assert f'root "{results.resolve()}";' in (tmp_path / "out" / "nginx.conf").read_text()
     assert "Listen 9000" in (tmp_path / "out" / "apache.conf").read_text()
@@ -601,7 +604,7 @@ def test_bad_input_is_one_line(tmp_path, call, message):
     assert "\n" not in str(err.value)
 
 
-WEBCONFIG_FILES = ("nginx.conf", "apache.conf", ".htaccess")
+WEBCONFIG_FILES = ("nginx.conf", "apache.conf", ".htaccess", "s3-cors.json")
 
 
 def test_webconfig_command(tmp_path, capsys):

@@ -212,7 +212,7 @@ def cmd_reencode(a) -> None:
 def cmd_serve(a) -> None:
     from .serve import serve
 
-    serve(a.root, a.host, a.port, client_url=a.client, convention=a.convention)
+    serve(a.root, a.host, a.port, client_url=a.client, convention=a.convention, mirror=a.mirror)
 
 
 def cmd_view(a) -> None:
@@ -237,13 +237,21 @@ def cmd_view(a) -> None:
         client_url=a.client,
         only=a.dataset,
         convention=a.convention,
+        mirror=a.mirror,
     )
 
 
 def cmd_webconfig(a) -> None:
-    from .webconfig import write_configs
+    from .storage import is_remote
+    from .webconfig import apply_bucket_cors, write_configs
 
-    for path in write_configs(a.root, a.out, port=a.port):
+    if is_remote(a.root):  # a bucket: its CORS configuration, set
+        apply_bucket_cors(a.root)
+        print(f"{a.root}: CORS set for the viewer (GET, HEAD, Range from any origin)")
+        return
+    if a.out is None:
+        raise InputError("webconfig: --out FOLDER is needed for a results folder")
+    for path in write_configs(Path(a.root), a.out, port=a.port):
         print(path)
 
 
@@ -277,10 +285,16 @@ def cmd_run(a) -> None:
         raise SystemExit(code)
 
 
-ROOT_HELP = "a results folder, or one dataset's folder (default: results)"
+ROOT_HELP = "a results folder, one dataset's folder, or s3://bucket/prefix (default: results)"
 
 
-def add_convention(s: argparse.ArgumentParser) -> None:
+def add_view_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--mirror",
+        type=Path,
+        default=Path("s3-mirror"),
+        help="for s3:// results: the workflow's local mirror (s3_mirror) with their info files",
+    )
     s.add_argument(
         "--radiological",
         dest="convention",
@@ -414,15 +428,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_reencode)
 
     s = sub.add_parser("serve", help="serve a results folder to Neuroglancer (CORS, Range, .gz)")
-    s.add_argument("root", type=Path, nargs="?", default=Path("results"), help=ROOT_HELP)
+    s.add_argument("root", nargs="?", default="results", help=ROOT_HELP)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--client", help="Neuroglancer client of the printed links (default: demo)")
-    add_convention(s)
+    add_view_options(s)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("view", help="serve results and the Neuroglancer client; print links")
-    s.add_argument("root", type=Path, nargs="?", default=Path("results"), help=ROOT_HELP)
+    s.add_argument("root", nargs="?", default="results", help=ROOT_HELP)
     s.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
@@ -430,12 +444,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--offline", action="store_true", help="fail unless the wheel's client can be served"
     )
-    add_convention(s)
+    add_view_options(s)
     s.set_defaults(func=cmd_view)
 
-    s = sub.add_parser("webconfig", help="nginx and Apache configs serving a results folder")
-    s.add_argument("root", type=Path, help="the results folder")
-    s.add_argument("--out", type=Path, required=True, help="folder for the config files")
+    s = sub.add_parser(
+        "webconfig", help="nginx and Apache configs serving a results folder; a bucket's CORS"
+    )
+    s.add_argument("root", help="the results folder, or s3://bucket (its CORS is set)")
+    s.add_argument("--out", type=Path, help="folder for the config files (a results folder)")
     s.add_argument("--port", type=int, default=8080)
     s.set_defaults(func=cmd_webconfig)
 

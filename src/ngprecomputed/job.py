@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import storage
 from .errors import InputError, system_fault
 
 log = logging.getLogger("ngprecomputed")
@@ -60,6 +61,7 @@ def job(
     code = 0
     try:
         yield
+        storage.flush()  # a bucket's uploads done before the job says it is
     except Failed as e:
         log.warning("%s", e)
         say_error(str(e), to_log=False)

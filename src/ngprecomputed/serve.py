@@ -48,6 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from . import storage
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,6 @@ CLIENT_SHIM = b"""<script>
   };
 })();
 </script>"""
-
-
-def content_type(name: str) -> str:
-    """The Content-Type for a requested file name (the name asked for, not the one on disk)."""
-    if name == "info" or name.endswith(".json") or name.endswith(":0"):
-        return "application/json"
-    return "application/octet-stream"
 
 
 def client_type(name: str) -> str:
@@ -253,7 +247,7 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
             return
         with f:
             size = os.fstat(f.fileno()).st_size
-            kind = content_type(name) if client is None else client_type(name)
+            kind = storage.content_type(name) if client is None else client_type(name)
             headers = {"Content-Type": kind, "Accept-Ranges": "bytes"}
             if gz:
                 headers["Content-Encoding"] = "gzip"
@@ -373,30 +367,39 @@ def serve(
     client_url: str | None = None,
     only: list[str] | None = None,
     convention: str = "neurological",
+    mirror: Path = Path("s3-mirror"),
 ) -> None:
     """Serve a results folder (or one dataset's folder) with an index page at ``/``; print what
     is served, where, each dataset's source URL and its views' links, then serve until
-    interrupted.
+    interrupted. An ``s3://bucket/prefix`` is read from its bucket's HTTP endpoint (its info
+    files from ``mirror``, the workflow's ``s3_mirror``): the viewer fetches the data there.
 
     ``client``: serve this web client folder and link to it; else link to ``client_url``
     (default: the public Neuroglancer demo)."""
     from . import site
     from .viewer import CLIENT_TOKEN, DEFAULT_CLIENT, results_of
 
+    data_url = None
+    if storage.is_remote(str(root)):  # a bucket: its mirror's info files, its HTTP endpoint
+        remote = storage.Remote.from_url(str(root))
+        root = Path(mirror) / remote.bucket / remote.prefix
+        storage.register(root, remote.url, remote.endpoint)
+        data_url = remote.http_url
     root, only = results_of(root, only)
     server = make_server(root, host, port, client)
     bound_host, bound_port = server.server_address[:2]
     url = base_url(str(bound_host), bound_port)
     viewer = f"{url}/v/{CLIENT_TOKEN}/" if client is not None else client_url or DEFAULT_CLIENT
     with server:
-        made = site.build(root, url, viewer, only, convention)  # before serving: bad input
+        made = site.build(root, data_url or url, viewer, only, convention, server_url=url)
         server.pages.update(made.pages)
         names = [name for name, _ in made.links if name != "all" or len(made.links) == 1]
         n = len(names)
-        print(f"Serving {n} dataset{'s' if n != 1 else ''} of {Path(root).resolve()}", flush=True)
+        where = data_url or Path(root).resolve()
+        print(f"Serving {n} dataset{'s' if n != 1 else ''} of {where}", flush=True)
         print(f"Index page: {url}/   (Ctrl+C stops the server)", flush=True)
         print("Sources:", flush=True)
-        for name, source in dataset_urls(root, url, names):
+        for name, source in dataset_urls(root, data_url or url, names):
             print(f"  {name}: {source}", flush=True)
         print(f"Views (Neuroglancer at {viewer}, {convention}):", flush=True)
         for name, link in made.links:

@@ -177,9 +177,9 @@ class ShardReader:
         self._minishards: dict[int, dict[int, tuple[int, int]]] = {}
 
     def _read(self, start: int, end: int) -> bytes:
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            data = f.read(end - start)
+        from .storage import read_bytes  # the mirror's file, or its object in a bucket
+
+        data = read_bytes(self.path, start, end)
         if len(data) != end - start:
             raise ValueError(f"{self.path}: truncated shard")
         return data

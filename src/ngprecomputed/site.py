@@ -53,9 +53,11 @@ def build(
     client: str,
     only: list[str] | None = None,
     convention: str = "neurological",
+    server_url: str | None = None,
 ) -> Site:
     """The index page, the states and the pictures of ``results`` as served at ``base_url``,
-    the views opening in ``client``."""
+    the views opening in ``client``; the states served at ``server_url`` (default:
+    ``base_url``; the data may be in a bucket)."""
     results = Path(results)
     entries = [describe(results, name, base_url) for name in viewer.selected(results, only)]
     prefix = f"/v/{viewer.CLIENT_TOKEN}"
@@ -64,7 +66,7 @@ def build(
     def publish(path: str, state: dict) -> str:
         body = viewer.state_json(state).encode()
         site.pages[f"{prefix}/states/{path}"] = (body, JSON)
-        return f"{client}#!{base_url}{prefix}/states/{quote(path)}"
+        return f"{client}#!{server_url or base_url}{prefix}/states/{quote(path)}"
 
     layers = [(e.layer, e.box) for e in entries]
     alone, together = {}, {}

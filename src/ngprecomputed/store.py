@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import crash
+from . import crash, storage
 from .chunks import Box, Grid, chunk_name
 from .encodings import codec
 from .errors import InputError, system_fault
@@ -39,6 +39,7 @@ def atomic_file(path: Path):
         with open(tmp, "wb") as f:
             yield f
         os.replace(tmp, path)
+        storage.published(path)  # a bucket's mirror: uploaded (and dropped when data)
         crash.point("file")
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -130,10 +131,16 @@ class ScaleStore:
         if self.spec:
             return self._read_sharded(box)
         path = self.path(box)
-        if not path.exists() and not self.gzipped and path.with_name(path.name + ".gz").exists():
-            return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
-        data = path.read_bytes()
+        gz = path.with_name(path.name + ".gz")
+        if self.foreign_gz and not path.exists() and gz.exists():
+            return gzip.decompress(gz.read_bytes())
+        data = storage.read_bytes(path)  # the file, or its object in a bucket
         return gzip.decompress(data) if self.gzipped else data
+
+    @property
+    def foreign_gz(self) -> bool:
+        """Chunks of a dataset we did not write may be stored gzipped one by one."""
+        return not self.gzipped and storage.remote_of(self.dir) is None
 
     def _read_sharded(self, box: Box) -> bytes:
         """A chunk from its shard (the shards' indices are kept, never their data)."""
@@ -238,6 +245,8 @@ class ScaleStore:
 
 
 def write_manifest(path: Path, entries: dict) -> None:
-    """The job's Snakemake output, written last: its presence means the job finished."""
+    """The job's Snakemake output, written last: its presence means the job finished (every
+    upload of the job to a bucket done first)."""
+    storage.flush()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(entries, indent=1, sort_keys=True).encode())

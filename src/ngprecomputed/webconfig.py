@@ -43,6 +43,7 @@ ranges in one request get a ``multipart/byteranges`` answer).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -267,8 +268,34 @@ def apache_htaccess() -> str:
     )
 
 
+def bucket_cors() -> dict:
+    """A bucket's CORS configuration (S3's ``put-bucket-cors`` JSON) for the viewer: GET and
+    HEAD from any origin, the Range header asked, the headers a client reads exposed."""
+    return {
+        "CORSRules": [
+            {
+                "AllowedOrigins": ["*"],
+                "AllowedMethods": ["GET", "HEAD"],
+                "AllowedHeaders": ["*"],
+                "ExposeHeaders": [h.strip() for h in EXPOSE_HEADERS.split(",")],
+                "MaxAgeSeconds": MAX_AGE,
+            }
+        ]
+    }
+
+
+def apply_bucket_cors(url: str) -> None:
+    """Set :func:`bucket_cors` on the bucket of ``url`` (``s3://bucket[/prefix]``)."""
+    from .storage import Remote
+
+    remote = Remote.from_url(url)
+    remote.check()
+    remote.client().put_bucket_cors(Bucket=remote.bucket, CORSConfiguration=bucket_cors())
+
+
 def write_configs(results: Path, out: Path, *, port: int = 8080) -> list[Path]:
-    """Write ``nginx.conf``, ``apache.conf`` and ``.htaccess`` for ``results`` into ``out``."""
+    """Write ``nginx.conf``, ``apache.conf``, ``.htaccess`` for ``results`` and the bucket CORS
+    configuration (``s3-cors.json``, for ``aws s3api put-bucket-cors``) into ``out``."""
     results = Path(results)
     if not results.is_dir():
         raise InputError(f"results folder {results}: not a directory")
@@ -278,6 +305,7 @@ def write_configs(results: Path, out: Path, *, port: int = 8080) -> list[Path]:
         "nginx.conf": nginx_config(results, port=port),
         "apache.conf": apache_config(results, port=port),
         ".htaccess": apache_htaccess(),
+        "s3-cors.json": json.dumps(bucket_cors(), indent=1) + "\n",
     }
     for name, text in files.items():
         write_atomic(out / name, text.encode())

@@ -27,6 +27,7 @@ from ngprecomputed.sheet import (
     read_rows,
 )
 from ngprecomputed.sources import is_precomputed, open_source
+from ngprecomputed.storage import Remote, is_remote, register
 from ngprecomputed.store import check_writable
 from ngprecomputed.summary import failures
 from ngprecomputed.workflow_files import put_environment_first
@@ -44,7 +45,24 @@ for _key, _value in yaml.safe_load(
         config[_key] = str(config[_key]).lower() == "true"
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
-RESULTS = Path(config["results"])
+
+def _results(url):
+    """The results folder; for an ``s3://bucket/prefix`` URL, the local mirror of the bucket
+    (bookkeeping: logs, manifests, info), registered for every job (ngprecomputed.storage).
+    """
+    if not is_remote(url):
+        return Path(url)
+    try:
+        remote = Remote.from_url(url, config.get("s3_endpoint"))
+        mirror = Path(config["s3_mirror"]) / remote.bucket / remote.prefix
+        register(mirror, url, remote.endpoint)
+        remote.check()
+    except InputError as e:
+        sys.exit(f"ngprecomputed: error: {e}")
+    return mirror
+
+
+RESULTS = _results(config["results"])
 
 
 def in_job_mb():

@@ -25,6 +25,7 @@ rule webconfig:
         WORK / "webconfig" / "nginx.conf",
         WORK / "webconfig" / "apache.conf",
         WORK / "webconfig" / ".htaccess",
+        WORK / "webconfig" / "s3-cors.json",
     log:
         LOGS / "webconfig.log",
     localrule: True
