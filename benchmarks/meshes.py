@@ -31,9 +31,8 @@ import nibabel as nib
 import numpy as np
 import zmesh
 from scipy.spatial import cKDTree
-from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
-from vtkmodules.vtkCommonCore import reference, vtkPoints, vtkVersion
-from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData, vtkStaticCellLocator
+from vtkmodules.vtkCommonCore import reference, vtkVersion
+from vtkmodules.vtkCommonDataModel import vtkStaticCellLocator
 
 from ngprecomputed.meshes import generate, smooth  # smooth: VTK imported before timing
 
@@ -129,17 +128,7 @@ def boundary_distance(points, labels, label, unit):
 
 
 def surface_distance(points, vertices, faces) -> np.ndarray:
-    pts = vtkPoints()
-    pts.SetData(numpy_to_vtk(np.ascontiguousarray(vertices, np.float64), deep=True))
-    cells = vtkCellArray()
-    offsets = np.arange(0, 3 * len(faces) + 1, 3, dtype=np.int64)
-    cells.SetData(
-        numpy_to_vtkIdTypeArray(offsets, deep=True),
-        numpy_to_vtkIdTypeArray(np.ascontiguousarray(faces, np.int64).ravel(), deep=True),
-    )
-    surface = vtkPolyData()
-    surface.SetPoints(pts)
-    surface.SetPolys(cells)
+    surface = smooth.polydata(np.asarray(vertices, np.float64), faces)
     locator = vtkStaticCellLocator()
     locator.SetDataSet(surface)
     locator.BuildLocator()

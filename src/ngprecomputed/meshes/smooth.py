@@ -115,7 +115,7 @@ def smoothed(vertices: np.ndarray, faces: np.ndarray, fixed: np.ndarray) -> np.n
     ones (and those of open edges) where they were. Two labels' triangles share an edge of
     theirs on a block's face: the filter takes it for an inner edge, hence ``fixed``."""
     f = vtkWindowedSincPolyDataFilter()
-    f.SetInputData(_polydata(vertices, faces))
+    f.SetInputData(polydata(vertices, faces))
     f.SetNumberOfIterations(ITERATIONS)
     f.SetPassBand(PASS_BAND)
     f.BoundarySmoothingOff()
@@ -134,7 +134,7 @@ def decimated(vertices: np.ndarray, faces: np.ndarray, max_error: float):
     """Vertices deleted (none moved, none of the boundary's) while the surface stays within
     ``max_error``; the vertices used and the triangles."""
     d = vtkDecimatePro()
-    d.SetInputData(_polydata(vertices, faces))
+    d.SetInputData(polydata(vertices, faces))
     d.SetTargetReduction(0.99)  # the error bound stops it first
     d.PreserveTopologyOn()
     d.SplittingOff()
@@ -153,7 +153,8 @@ def decimated(vertices: np.ndarray, faces: np.ndarray, max_error: float):
     return v[used], f.reshape(-1, 3)
 
 
-def _polydata(vertices: np.ndarray, faces: np.ndarray) -> vtkPolyData:
+def polydata(vertices: np.ndarray, faces: np.ndarray) -> vtkPolyData:
+    """A triangle mesh as VTK holds it (float64 points, one cell per face)."""
     points = vtkPoints()
     points.SetData(numpy_to_vtk(np.ascontiguousarray(vertices, np.float64), deep=True))
     cells = vtkCellArray()
