@@ -27,8 +27,9 @@ Standard library only: a :class:`http.server.ThreadingHTTPServer` (daemon thread
   the Python integration and opens an ``EventSource`` on ``/events/<token>``; with no Python
   server it shows "Disconnected from Python server" forever. The shim answers that stream as
   connected (and holds no connection: a browser allows 6 per server, shared by every tab).
-* Content-Type ``application/json`` for ``info``, ``*.json`` and ``*:0``; everything else
-  (chunks, shards, mesh fragments) is ``application/octet-stream``.
+* Content-Type as a bucket gets it (:func:`ngprecomputed.storage.content_type`): JSON for
+  ``info``, ``*.json`` and ``*:0``, PNG for previews, everything else (chunks, shards, mesh
+  fragments, annotation lists) ``application/octet-stream``.
 * Nothing outside the root: paths with ``..`` or ``.`` segments (also percent-encoded), empty
   segments (so ``//etc/passwd``), backslashes or NUL bytes are 404, and every file is resolved
   (symlinks included) and must stay inside the resolved root. Directories are 404 (no listings).
