@@ -262,19 +262,3 @@ def read_bytes(path: Path, start: int | None = None, end: int | None = None) -> 
         raise FileNotFoundError(f"{path}: no such file")
     remote, relative = found
     return remote.get(relative, start, end)
-
-
-def exists(path: Path) -> bool:
-    path = Path(path)
-    if path.exists():
-        return True
-    found = remote_of(path)
-    if found is None:
-        return False
-    try:
-        remote, relative = found
-        key = remote.key(relative.removesuffix(".gz"))
-        remote.client().head_object(Bucket=remote.bucket, Key=key)
-        return True
-    except Exception:  # noqa: BLE001 (botocore's ClientError for 404, or no such bucket)
-        return False
