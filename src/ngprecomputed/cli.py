@@ -91,7 +91,7 @@ def cmd_convert(a) -> None:
         plan, workers = pooled_plan(name, source, options, a.processes)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=a.out.parent) as scratch:
-        convert(Work(plan, a.out, Path(scratch), labels=options.labels), workers)
+        convert(Work(plan, a.out, Path(scratch), labels=options.labels, source=source), workers)
     log.info("%s: %d scales, %d slabs, %d workers", a.out, len(plan.scales), plan.jobs, workers)
 
 

@@ -44,6 +44,7 @@ class Work:
     labels: str | None = None  # a label table: segment names and colours
     qc: Path | None = None  # the QC page to write once the dataset is complete
     log: Path | None = None  # the dataset's own log (a job of several datasets)
+    source: object = None  # the source already opened by this process (read again, not reopened)
 
 
 def finish(plan: Plan, root: Path, labels: str | None = None) -> None:
@@ -132,9 +133,9 @@ def _stage0_while_decompressing(work: Work, workers: int, raw: Path) -> None:
             future.result()
 
 
-def _slab(plan: Plan, root: Path, stage: int, slab: int, scratch: Path, source, held=None):
+def _slab(plan: Plan, root: Path, stage: int, slab: int, scratch: Path, source, **kw):
     with naming(plan.dataset):
-        build_slab(plan, root, stage, slab, scratch=scratch, decompressed=source, held=held)
+        build_slab(plan, root, stage, slab, scratch=scratch, decompressed=source, **kw)
 
 
 def convert(work: Work, workers: int = 1) -> None:
@@ -151,8 +152,9 @@ def convert(work: Work, workers: int = 1) -> None:
                 continue
             args = [(plan, work.root, s, i, work.scratch, source) for i in range(stage.count)]
             if workers < 2 or stage.count < 2:
+                opened = work.source if s == 0 and source is None else None
                 for a in args:
-                    _slab(*a, held=held)
+                    _slab(*a, held=held, opened=opened)
                 continue
             with _pool(min(workers, stage.count)) as pool:
                 for future in [pool.submit(_slab, *a) for a in args]:

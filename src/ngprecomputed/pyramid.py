@@ -53,9 +53,11 @@ def build_slab(
     scratch: Path | None = None,
     decompressed: Path | None = None,
     held: dict | None = None,
+    opened=None,
 ) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
-    ``held``: a scale the slab makes whole is kept there, by index (its QC reads it).
+    ``held``: a scale the slab makes whole is kept there, by index (its QC reads it);
+    ``opened``: the source, already opened by this process.
 
     The raw pyramid is made from lossless data only: with a lossy encoding, the stage's last
     scale is also written raw to ``scratch`` for the next stage. If anything fails, the chunks
@@ -73,7 +75,7 @@ def build_slab(
         "the source" if stage.first == 0 else f"scale {stage.first - 1}",
     )
     if stage.first == 0:
-        source = open_source(
+        source = opened or open_source(
             plan.source, gzip_index, decompressed=decompressed, **plan.source_options
         )
         values = source.read(inbox)
