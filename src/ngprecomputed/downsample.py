@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-_PIECE_VOXELS = 2**24
+_PIECE_VOXELS = 2**21  # temporaries of a few MB, in cache: measured 1.5x faster than 16 M
 
 
 def downsample(array: np.ndarray, factor, method: str) -> np.ndarray:
