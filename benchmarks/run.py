@@ -42,7 +42,9 @@ The peers. Each in a fresh empty folder (OUT/<peer>/<case>), its output in ``out
 A peer that fails (or cannot be installed) shows as "fails" with its reason; the run goes on.
 
 How. Ours: a sample sheet, then ``snakemake -s Snakefile --cores 2 --config samples=SHEET
-results=OUTDIR qc=false`` (QC on only in t1_batch40_qc) in a fresh empty folder. Each command
+results=OUTDIR qc=false`` (QC on only in t1_batch40_qc) in a fresh empty folder, from a venv of
+what a user installs (OUT/peers/ours: ``pip install -e .`` with the constraints, no test extras;
+the peers run from this interpreter's venv, where they are installed). Each command
 runs under ``measure``:
   wall   time.perf_counter around the command(s)
   CPU    user + sys of the whole process tree: the kernel's RUSAGE_CHILDREN delta (every
@@ -212,10 +214,38 @@ def kill_tree(proc: subprocess.Popen) -> None:
 SHIMS: list[str] = []  # folders put before everything on the commands' PATH (see slurm_shim)
 
 
+# Ours runs from a venv of what a user installs (``pip install -e .``, no test extras): what
+# is installed changes Snakemake's own start-up (its Snakefile parse imports smart_open, which
+# imports every cloud client it finds: the test extras' google-cloud-storage costs 0.2 s).
+OURS_PYTHON = [sys.executable]  # made by ours_venv() in main()
+
+
+def ours_venv(root: Path, log: Path) -> Path:
+    """The python of a venv with this project installed as a user installs it (editable, so it
+    runs this checkout), made on first use; this interpreter when that fails (said)."""
+    python = root / "bin" / "python"
+    probe = [str(python), "-c", "import ngprecomputed, snakemake; print(ngprecomputed.__file__)"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(probe, capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.startswith(str(ROOT / "src")):
+            return python
+    print(f"making our user venv in {root}", file=sys.stderr, flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pip = [str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
+    with log.open("w") as out:
+        for cmd in ([sys.executable, "-m", "venv", "--clear", str(root)], [*pip, "-e", str(ROOT)]):
+            if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                print(f"cannot make {root} ({last_line(log)}): ours runs here", file=sys.stderr)
+                return Path(sys.executable)
+    return python
+
+
 def command_env() -> dict[str, str]:
-    """This interpreter's scripts first on PATH (``ngprecomputed``, their console scripts)."""
+    """Our venv's scripts first on PATH (``ngprecomputed``, ``snakemake``), then this
+    interpreter's (the peers' console scripts)."""
     env = dict(os.environ)
-    path = [*SHIMS, str(Path(sys.executable).parent), env.get("PATH", "")]
+    bins = dict.fromkeys([str(Path(OURS_PYTHON[0]).parent), str(Path(sys.executable).parent)])
+    path = [*SHIMS, *bins, env.get("PATH", "")]
     env["PATH"] = os.pathsep.join(path)
     return env
 
@@ -478,7 +508,7 @@ def write_sheet(sheet: Path, rows: dict[str, dict]) -> None:
 
 def snakemake_cmd(sheet: Path, results: Path, *extra: str) -> list[str]:
     return [
-        *(sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"),
+        *(OURS_PYTHON[0], "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"),
         *extra,
         *("--config", f"samples={sheet}", f"results={results}"),
     ]
@@ -999,9 +1029,9 @@ def workflow_parse(out: Path, source: Path) -> str:
     empty = out / "startup" / "empty.smk"  # Snakemake's own dry run of a workflow of nothing
     empty.write_text("rule all:\n    input:\n        [],\n")
     try:
-        version = median_wall([sys.executable, "-m", "snakemake", "--version"], folder)
+        version = median_wall([OURS_PYTHON[0], "-m", "snakemake", "--version"], folder)
         nothing = median_wall(
-            [sys.executable, "-m", "snakemake", "-s", str(empty), "--cores", "2", "-n"], folder
+            [OURS_PYTHON[0], "-m", "snakemake", "-s", str(empty), "--cores", "2", "-n"], folder
         )
         dry = median_wall(snakemake_cmd(sheet, folder / "results", "-n"), folder, reset)
     except CommandFailed as exc:
@@ -1030,7 +1060,7 @@ def top_imports(script: Path) -> str:
 def import_line(label: str, code: str) -> str:
     """``python -X importtime -c code``: median wall of 3, cumulative import time, heavy
     modules imported."""
-    cmd = [sys.executable, "-X", "importtime", "-c", code]
+    cmd = [OURS_PYTHON[0], "-X", "importtime", "-c", code]
     try:
         wall = median_wall(cmd, ROOT)
     except CommandFailed as exc:
@@ -1275,7 +1305,8 @@ def version(package: str) -> str:
 def machine_line(peers: str, mode: str) -> str:
     mem = psutil.virtual_memory().total / 2**30
     return (
-        f"Machine: {psutil.cpu_count()} cores, {mem:.0f} GiB; ours `snakemake --cores 2`;"
+        f"Machine: {psutil.cpu_count()} cores, {mem:.0f} GiB; ours `snakemake --cores 2` (from"
+        " a venv of `pip install -e .`: no test extras);"
         f" {peers}; run: {mode}."
     )
 
@@ -1463,6 +1494,7 @@ def main() -> int:
     out = a.out.resolve()
     if a.meshes:
         return run_meshes(out, a.quick)
+    OURS_PYTHON[0] = str(ours_venv(out / "peers" / "ours", out / "logs" / "ours_venv.log"))
     preflight()
     shim_note = slurm_shim(out)
     ig = Igneous(out / "peers" / "igneous", out / "logs" / "igneous_venv.log")
