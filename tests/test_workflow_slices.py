@@ -65,30 +65,21 @@ def test_a_slab_job_stays_within_its_declared_memory(tmp_path):
     assert plan.stages[0].count > 10
     declared = job_mem_mb(plan, 0, 3)
     log = tmp_path / "job.log"
-    subprocess.run(
+    # one slab in a fresh interpreter, as a `pyramid` job runs it (the plan handed over)
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    code = "\n".join(
         [
-            sys.executable,
-            "-m",
-            "ngprecomputed.cli",
-            "--log",
-            str(log),
-            "build",
-            str(stack),
-            "--dataset",
-            "big",
-            "--options",
-            '{"voxel_size": [0.02, 0.02, 0.02], "voxels_per_job": 67108864}',
-            "--stage",
-            "0",
-            "--slab",
-            "3",
-            "--root",
-            str(tmp_path / "out"),
-            "--manifest",
-            str(tmp_path / "m.json"),
-        ],
-        check=True,
+            "import sys",
+            "from pathlib import Path",
+            "from ngprecomputed.job import job",
+            "from ngprecomputed.plan import Plan",
+            "from ngprecomputed.pyramid import build_slab",
+            "with job(sys.argv[2]):",
+            "    build_slab(Plan.load(sys.argv[1]), Path(sys.argv[3]), 0, 3, Path(sys.argv[4]))",
+        ]
     )
+    args = [tmp_path / "plan.json", log, tmp_path / "out", tmp_path / "m.json"]
+    subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True)
     peak = float(re.search(r"peak memory (\d+) MiB", log.read_text()).group(1))
     assert peak <= declared < 1200 / 4, (peak, declared)  # the stack is 1200 MB
     assert peak > 64  # the measurement sees the slab (64 M voxels), not only the interpreter

@@ -1,7 +1,9 @@
-"""``ngprecomputed``: one subcommand per stage, as the workflow's rules call them.
+"""``ngprecomputed``: what people run by hand (the workflow's jobs are ``workflow/scripts/``,
+which call the package directly): ``run``, ``convert``, ``stats``, ``plan``, ``reencode``,
+``serve``, ``view``, ``webconfig``, ``qc``.
 
-Every stage can be run and debugged by hand, without Snakemake. Input errors print one line and
-exit with status 1; anything else is a bug and shows its traceback.
+Input errors print one line and exit with status 1; anything else is a bug and shows its
+traceback. Every subcommand only parses its arguments and calls one package function.
 """
 
 import argparse
@@ -10,30 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from .errors import InputError, naming
 from .job import job
-from .plan import Options, Plan, chunk_counts, make_plan, source_options
-from .pyramid import build_slab
-from .sources import open_source
-from .sources.volume import build_gzip_index
-from .store import write_atomic
+from .plan import Options, plan_dataset
 
 log = logging.getLogger("ngprecomputed")
 
 
-def planned(a) -> Plan:
-    """The dataset's plan, from its source header and options (cheap: no voxel is read)."""
-    options = Options.from_json(a.options)
-    with naming(a.dataset):
-        return make_plan(a.dataset, open_source(a.source, **source_options(options)), options)
-
-
 def cmd_plan(a) -> None:
-    plan = planned(a)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(a.out, plan.to_json().encode())
+    """What a dataset will be, from its source header and options (no voxel is read)."""
+    plan = plan_dataset(a.dataset, a.source, Options.from_json(a.options))
+    plan.save(a.out)
     log.info(
         "%s: %s %s x%d, %d scales, %d jobs in %d stages",
         plan.dataset,
@@ -46,167 +34,34 @@ def cmd_plan(a) -> None:
     )
 
 
-def cmd_gzindex(a) -> None:
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    build_gzip_index(a.source, a.out)
-
-
-def cmd_decompress(a) -> None:
-    from .sources.volume import decompress
-
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    decompress(a.source, a.out)
-
-
-def cmd_build(a) -> None:
-    plan = planned(a)
-    with naming(plan.dataset):
-        build_slab(
-            plan, a.root, a.stage, a.slab, a.manifest, a.gzip_index, a.scratch, a.decompressed
-        )
-
-
-def cmd_finalize(a) -> None:
-    """Build the last stage when it is one slab (it runs after every other job), then write
-    ``transform.json`` and, last, ``info``."""
-    from .engine import finalize
-
-    plan = planned(a)
-    finalize(plan, a.root, Options.from_json(a.options).labels, a.gzip_index, a.scratch)
-
-
 def cmd_convert(a) -> None:
-    """One volume (or slice stack) to a dataset in one process, its slabs over the cores: the
-    same package functions and the same bytes as the workflow, without a sheet."""
-    import tempfile
-
-    from .batches import pooled_plan
-    from .engine import Work, convert
+    """One volume (or slice stack) to a dataset, no sheet: the sheet's columns as options."""
+    from .engine import convert_file
 
     fields = {k: v for k, v in vars(a).items() if k in Options.__dataclass_fields__}
     options = Options(**{k: v for k, v in fields.items() if v is not None})
-    name = a.out.name
-    with naming(name):
-        source = open_source(a.source, **source_options(options))
-        plan, workers = pooled_plan(name, source, options, a.processes)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=a.out.parent) as scratch:
-        convert(Work(plan, a.out, Path(scratch), labels=options.labels, source=source), workers)
-    log.info("%s: %d scales, %d slabs, %d workers", a.out, len(plan.scales), plan.jobs, workers)
-
-
-def cmd_surfaces(a) -> None:
-    """Mesh files tied to segments by the row's mesh table; the job's manifest last."""
-    from .meshes.surfaces import write_surfaces
-    from .store import write_manifest
-
-    plan = planned(a)
-    with naming(plan.dataset):
-        written = write_surfaces(plan, Path(Options.from_json(a.options).meshes), a.root, a.colon)
-    write_manifest(a.manifest, {"dataset": plan.dataset, "segments": written})
-    log.info("%s: meshes of %d segments", plan.dataset, len(written))
-
-
-def generated_meshes(a):
-    """The plan, the ``meshes`` setting and the regions of a dataset whose meshes are
-    generated (``generate`` or ``multilod``)."""
-    from .meshes.generate import FORMATS, plan_regions
-
-    plan = planned(a)
-    meshes = Options.from_json(a.options).meshes
-    if meshes not in FORMATS:
-        raise InputError(f"meshes is {meshes!r}: only generate and multilod are generated")
-    return plan, meshes, plan_regions(plan.scales[0].size, a.region_voxels)
-
-
-def cmd_mesh_region(a) -> None:
-    """One region of a segmentation meshed (``meshes``: generate, multilod); its record last."""
-    from .meshes.generate import mesh_region
-
-    with naming(a.dataset):
-        plan, meshes, regions = generated_meshes(a)
-        done = mesh_region(
-            plan, regions, a.region, a.root, a.manifest, meshes == "multilod", a.gzip_index
-        )
-    log.info("%s: region %d: %d fragments", plan.dataset, a.region, len(done["fragments"]))
-
-
-def cmd_meshes(a) -> None:
-    """Manifests and ``mesh/info`` of generated meshes, from the regions' records; then the
-    job's own record."""
-    from .meshes.generate import FORMATS, write_meshes
-    from .store import write_manifest
-
-    with naming(a.dataset):
-        plan, meshes, regions = generated_meshes(a)
-        counts = write_meshes(plan, regions, a.regions, a.root, a.colon, meshes == "multilod")
-    segments = {str(k): v for k, v in sorted(counts.items())}
-    write_manifest(
-        a.manifest,
-        {
-            "dataset": plan.dataset,
-            "format": FORMATS[meshes],
-            "regions": regions.count,
-            "segments": segments,
-        },
-    )
-    log.info("%s: %s meshes of %d segments", plan.dataset, FORMATS[meshes], len(counts))
-
-
-def cmd_vtk(a) -> None:
-    """One mesh file as Neuroglancer's VTK mesh (world millimetres to nanometres)."""
-    from .meshes.legacy import MM_TO_NM, write_vtk
-    from .meshes.read import read_mesh
-
-    with naming(a.dataset):
-        mesh = read_mesh(a.source)
-    write_vtk(a.out, mesh.transformed(np.diag([MM_TO_NM] * 3 + [1.0])), title=a.dataset)
-    log.info("%s: %d vertices, %d triangles", a.out, len(mesh.vertices), len(mesh.faces))
+    convert_file(a.source, a.out, options, a.processes)
 
 
 def cmd_stats(a) -> None:
-    from .resources import job_mem_mb, job_runtime_min
-    from .sheet import load_sheet
-    from .sources.header import HeaderOnly
+    from .stats import print_stats
 
-    opts = Options(type=a.type, voxels_per_job=a.voxels_per_job)
-    if a.shape:
-        source = HeaderOnly((*a.shape, a.channels), np.dtype(a.dtype), (a.voxel_mm,) * 3)
-        items = [("x".join(map(str, a.shape)), source, opts)]
-    elif a.input is None:
-        raise InputError("stats: give a sample sheet, a volume file, or --shape")
-    elif a.input.suffix == ".csv":
-        items = [(d.name, d.path, d.options) for d in load_sheet(a.input, opts)]
-    else:
-        items = [(a.input.name, a.input, opts)]
-    print(f"{'dataset':<24} {'scale':<28} {'size':<18} {'chunk':<14} {'files':>8} {'MiB':>10}")
-    for name, source, o in items:
-        if not isinstance(source, HeaderOnly):
-            source = open_source(source, **source_options(o))
-        plan = make_plan(name, source, o)
-        for row in chunk_counts(plan):
-            size = "x".join(map(str, row["size"]))
-            chunk = "x".join(map(str, row["chunk"]))
-            print(
-                f"{name:<24} {row['key']:<28} {size:<18} {chunk:<14} {row['files']:>8} "
-                f"{row['bytes'] / 2**20:>10.1f}"
-            )
-        jobs = [(s, i) for s, stage in enumerate(plan.stages) for i in range(stage.count)]
-        mem = max(job_mem_mb(plan, s, i) for s, i in jobs)
-        runtime = max(job_runtime_min(plan, s, i) for s, i in jobs)
-        print(
-            f"{name:<24} {'(pyramid jobs)':<28} {plan.jobs} jobs, largest mem_mb {mem}, "
-            f"runtime {runtime} min"
-        )
+    print_stats(a.input, a.shape, a.channels, a.dtype, a.voxel_mm, a.type, a.voxels_per_job)
 
 
 def cmd_reencode(a) -> None:
-    from .plan import codec_options, default_encoding
-    from .reencode import read_info, reencode
+    from .reencode import reencode_with
 
-    encoding = a.encoding or default_encoding(read_info(a.source)["type"])
-    options = codec_options(encoding, a.jpeg_quality, (a.block_size,) * 3)
-    reencode(a.source, a.dest, encoding, options, a.gzip, a.processes, shard=a.shard)
+    reencode_with(
+        a.source,
+        a.dest,
+        a.encoding,
+        a.jpeg_quality,
+        (a.block_size,) * 3,
+        a.gzip,
+        a.processes,
+        shard=a.shard,
+    )
 
 
 def cmd_serve(a) -> None:
@@ -216,43 +71,16 @@ def cmd_serve(a) -> None:
 
 
 def cmd_view(a) -> None:
-    """Serve the results and, unless a client URL is given, the web client of the
-    ``neuroglancer`` wheel (no internet needed; the same origin as the data)."""
-    from .serve import serve
-    from .viewer import bundled_client
+    from .serve import view
 
-    client = None if a.client else bundled_client()
-    if a.offline and client is None:
-        raise InputError(
-            "view --offline: the neuroglancer package (its web client) is not installed "
-            "(pip install neuroglancer)" + (", and --client was given" if a.client else "")
-        )
-    if client is None and not a.client:
-        log.warning("neuroglancer is not installed: links use the public demo client")
-    serve(
-        a.root,
-        a.host,
-        a.port,
-        client=client,
-        client_url=a.client,
-        only=a.dataset,
-        convention=a.convention,
-        mirror=a.mirror,
-    )
+    view(a.root, a.host, a.port, a.client, a.offline, a.dataset, a.convention, a.mirror)
 
 
 def cmd_webconfig(a) -> None:
-    from .storage import is_remote
-    from .webconfig import apply_bucket_cors, write_configs
+    from .webconfig import configure
 
-    if is_remote(a.root):  # a bucket: its CORS configuration, set
-        apply_bucket_cors(a.root)
-        print(f"{a.root}: CORS set for the viewer (GET, HEAD, Range from any origin)")
-        return
-    if a.out is None:
-        raise InputError("webconfig: --out FOLDER is needed for a results folder")
-    for path in write_configs(Path(a.root), a.out, port=a.port):
-        print(path)
+    for line in configure(a.root, a.out, a.port):
+        print(line)
 
 
 def cmd_qc(a) -> None:
@@ -265,22 +93,9 @@ def cmd_qc(a) -> None:
 
 def cmd_run(a) -> None:
     """The packaged workflow on a sheet, for people who do not want a Snakefile of their own."""
-    import subprocess
+    from .workflow_files import run_workflow
 
-    from .workflow_files import workflow_root
-
-    root = workflow_root()
-    extra = [x for x in a.snakemake_args if x != "--"]
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile")]
-    # A profile (profiles/slurm) sets its own cores.
-    sized = ("--cores", "-c", "-j", "--jobs", "--profile", "--workflow-profile")
-    if not any(x in extra for x in sized):
-        cmd += ["--cores", "all"]
-    if "--workflow-profile" not in extra:
-        cmd += ["--workflow-profile", str(root / "profiles" / "local")]
-    cmd += [*extra, "--config", f"samples={a.sheet.resolve()}", f"results={a.results}"]
-    log.debug("running %s", " ".join(cmd))
-    code = subprocess.call(cmd)
+    code = run_workflow(a.sheet, a.results, [x for x in a.snakemake_args if x != "--"])
     if code:
         raise SystemExit(code)
 
@@ -346,67 +161,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--voxels-per-job", type=int, help="voxels held in memory at once")
     s.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     s.set_defaults(func=cmd_convert)
-
-    s = sub.add_parser("gzindex", help="index a gzip-compressed source for random access")
-    s.add_argument("source", type=Path)
-    s.add_argument("out", type=Path)
-    s.add_argument("--dataset", help="the dataset it is for (named in errors)")
-    s.set_defaults(func=cmd_gzindex)
-
-    s = sub.add_parser("build", help="write one slab of one pyramid stage")
-    dataset_args(s)
-    s.add_argument("--stage", type=int, required=True)
-    s.add_argument("--slab", type=int, required=True)
-    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
-    s.add_argument("--manifest", type=Path, required=True)
-    s.add_argument("--gzip-index", type=Path)
-    s.add_argument("--decompressed", type=Path, help="the .gz source, decompressed")
-    s.add_argument("--scratch", type=Path, help="raw copies for lossy encodings")
-    s.set_defaults(func=cmd_build)
-
-    s = sub.add_parser("decompress", help="a gzip-compressed source decompressed once")
-    s.add_argument("source", type=Path)
-    s.add_argument("out", type=Path)
-    s.add_argument("--dataset", help="the dataset it is for (named in errors)")
-    s.set_defaults(func=cmd_decompress)
-
-    s = sub.add_parser("finalize", help="last stage (if one slab), transform.json, then info")
-    dataset_args(s)
-    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
-    s.add_argument("--gzip-index", type=Path)
-    s.add_argument("--scratch", type=Path, help="raw copies for lossy encodings")
-    s.set_defaults(func=cmd_finalize)
-
-    s = sub.add_parser("surfaces", help="mesh files tied to segments by a mesh table")
-    dataset_args(s)
-    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
-    s.add_argument("--manifest", type=Path, required=True)
-    s.add_argument("--no-colon", dest="colon", action="store_false", help="<id>.json manifests")
-    s.set_defaults(func=cmd_surfaces)
-
-    s = sub.add_parser("mesh-region", help="mesh one region of a segmentation's labels")
-    dataset_args(s)
-    s.add_argument("--region", type=int, required=True)
-    s.add_argument("--region-voxels", type=int, required=True, help="voxels a region reads")
-    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
-    s.add_argument("--manifest", type=Path, required=True, help="the region's record")
-    s.add_argument("--gzip-index", type=Path)
-    s.set_defaults(func=cmd_mesh_region)
-
-    s = sub.add_parser("meshes", help="manifests and mesh/info of meshes made by mesh-region")
-    dataset_args(s)
-    s.add_argument("--region-voxels", type=int, required=True, help="voxels a region reads")
-    s.add_argument("--regions", type=Path, required=True, help="folder of the regions' records")
-    s.add_argument("--root", type=Path, required=True, help="the dataset's output folder")
-    s.add_argument("--manifest", type=Path, required=True)
-    s.add_argument("--no-colon", dest="colon", action="store_false", help="<id>.json manifests")
-    s.set_defaults(func=cmd_meshes)
-
-    s = sub.add_parser("vtk", help="one mesh file as Neuroglancer's VTK mesh (nm)")
-    s.add_argument("source", type=Path)
-    s.add_argument("out", type=Path)
-    s.add_argument("--dataset", required=True)
-    s.set_defaults(func=cmd_vtk)
 
     s = sub.add_parser("reencode", help="re-encode a precomputed dataset (any writer's)")
     s.add_argument("source", type=Path, help="a precomputed dataset folder (with its info)")

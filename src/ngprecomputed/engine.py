@@ -175,6 +175,27 @@ def convert(work: Work, workers: int = 1) -> None:
         write_qc(work.root, work.qc, held=held)
 
 
+def convert_file(spec, out: Path, options, processes: int = 1) -> None:
+    """One volume (or slice stack) to the dataset ``out`` (named for its folder) in this
+    process, its slabs over ``processes`` workers: the same package functions and the same
+    bytes as the workflow, without a sheet (``ngprecomputed convert``)."""
+    import tempfile
+
+    from .batches import pooled_plan
+    from .plan import source_options
+    from .sources import open_source
+
+    out = Path(out)
+    name = out.name
+    with naming(name):
+        source = open_source(spec, **source_options(options))
+        plan, workers = pooled_plan(name, source, options, processes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=out.parent) as scratch:
+        convert(Work(plan, out, Path(scratch), labels=options.labels, source=source), workers)
+    log.info("%s: %d scales, %d slabs, %d workers", out, len(plan.scales), plan.jobs, workers)
+
+
 @contextmanager
 def dataset_log(path: Path | None) -> Iterator[None]:
     """Log lines to the dataset's own log file instead of the job's, while inside (its

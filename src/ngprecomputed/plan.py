@@ -237,6 +237,13 @@ class Plan:
     def load(cls, path: str | Path) -> "Plan":
         return cls.from_json(Path(path).read_text())
 
+    def save(self, path: str | Path) -> None:
+        """The plan as JSON, written atomically (the plan checkpoint's output)."""
+        from .store import write_atomic
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(path), self.to_json().encode())
+
 
 def _tuple(v):
     return tuple(v) if isinstance(v, list) else v
@@ -519,6 +526,15 @@ def neuroglancer_transform(affine: np.ndarray, unit_nm: float, resolution) -> li
     t[:3, :3] = a[:3, :3] / zooms
     t[:3, 3] = a[:3, 3] * unit_nm - t[:3, :3] @ (0.5 * np.asarray(resolution))
     return [[float(v) for v in row] for row in t]
+
+
+def plan_dataset(dataset: str, spec, opts: Options) -> Plan:
+    """A dataset's plan from its source's header and its row's settings (no voxel is read)."""
+    from .errors import naming
+    from .sources import open_source
+
+    with naming(dataset):
+        return make_plan(dataset, open_source(spec, **source_options(opts)), opts)
 
 
 def make_plan(dataset: str, source, opts: Options) -> Plan:

@@ -23,6 +23,33 @@ from .store import ScaleStore, write_atomic
 log = logging.getLogger(__name__)
 
 
+def reencode_with(
+    src: Path,
+    dst: Path,
+    encoding: str | None,
+    jpeg_quality: int,
+    block_size: tuple[int, int, int],
+    gzipped: bool = False,
+    processes: int = 1,
+    shard: str | None = None,
+) -> None:
+    """``reencode`` with settings as people give them: no ``encoding``, the default one for
+    the dataset's type."""
+    from .plan import codec_options, default_encoding
+
+    encoding = encoding or default_encoding(read_info(src)["type"])
+    options = codec_options(encoding, jpeg_quality, tuple(block_size))
+    reencode(src, dst, encoding, options, gzipped, processes, shard=shard)
+
+
+def reencode_as(src: Path, dst: Path, opts: Options, processes: int = 1) -> None:
+    """A sheet row whose path is a precomputed dataset, re-encoded as the row says."""
+    shard = "identity" if opts.sharded else None
+    reencode_with(
+        src, dst, opts.encoding, opts.jpeg_quality, opts.block_size, opts.gzip, processes, shard
+    )
+
+
 def read_info(src: Path) -> dict:
     try:
         return json.loads((Path(src) / "info").read_text())

@@ -407,3 +407,37 @@ def serve(
             print(f"  {name}: {link}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
+
+
+def view(
+    root,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    client_url: str | None = None,
+    offline: bool = False,
+    only: list[str] | None = None,
+    convention: str = "neurological",
+    mirror: Path = Path("s3-mirror"),
+) -> None:
+    """``serve`` with, unless a client URL is given, the web client of the ``neuroglancer``
+    wheel (no internet needed; the same origin as the data)."""
+    from .viewer import bundled_client
+
+    client = None if client_url else bundled_client()
+    if offline and client is None:
+        raise InputError(
+            "view --offline: the neuroglancer package (its web client) is not installed "
+            "(pip install neuroglancer)" + (", and --client was given" if client_url else "")
+        )
+    if client is None and not client_url:
+        log.warning("neuroglancer is not installed: links use the public demo client")
+    serve(
+        root,
+        host,
+        port,
+        client=client,
+        client_url=client_url,
+        only=only,
+        convention=convention,
+        mirror=mirror,
+    )

@@ -310,3 +310,16 @@ def write_configs(results: Path, out: Path, *, port: int = 8080) -> list[Path]:
     for name, text in files.items():
         write_atomic(out / name, text.encode())
     return [out / name for name in files]
+
+
+def configure(root, out: Path | None, port: int = 8080) -> list[str]:
+    """``ngprecomputed webconfig``: a bucket gets its CORS set; a results folder, the web
+    servers' configurations written to ``out``. What was done, a line each."""
+    from .storage import is_remote
+
+    if is_remote(root):
+        apply_bucket_cors(root)
+        return [f"{root}: CORS set for the viewer (GET, HEAD, Range from any origin)"]
+    if out is None:
+        raise InputError("webconfig: --out FOLDER is needed for a results folder")
+    return [str(path) for path in write_configs(Path(root), out, port=port)]

@@ -28,3 +28,20 @@ def put_environment_first() -> None:
     (``.venv/bin/snakemake`` without ``activate``): its ``bin`` goes first on ``PATH``."""
     here = str(Path(sys.executable).parent)
     os.environ["PATH"] = os.pathsep.join([here, os.environ.get("PATH", os.defpath)])
+
+
+def run_workflow(sheet: Path, results, extra: list[str]) -> int:
+    """The packaged workflow on ``sheet`` into ``results`` (``extra``: Snakemake's own
+    arguments), on all cores with the local profile unless told otherwise; its exit status."""
+    import subprocess
+
+    root = workflow_root()
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile")]
+    # A profile (profiles/slurm) sets its own cores.
+    sized = ("--cores", "-c", "-j", "--jobs", "--profile", "--workflow-profile")
+    if not any(x in extra for x in sized):
+        cmd += ["--cores", "all"]
+    if "--workflow-profile" not in extra:
+        cmd += ["--workflow-profile", str(root / "profiles" / "local")]
+    cmd += [*extra, "--config", f"samples={Path(sheet).resolve()}", f"results={results}"]
+    return subprocess.call(cmd)

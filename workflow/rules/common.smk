@@ -176,16 +176,13 @@ def source_path(dataset):
     return list(SOURCE_PATHS[dataset])
 
 
-OPTIONS_JSON = {name: d.options.to_json() for name, d in DATASETS.items()}
-
-
-def options_json(wildcards):
-    """The row's settings, as the command line takes them (made once: 10^4 jobs ask)."""
-    return OPTIONS_JSON[wildcards.dataset]
+def dataset_options(wildcards):
+    """The row's settings, as the job's script gets them (an ``Options``)."""
+    return DATASETS[wildcards.dataset].options
 
 
 def source_spec(wildcards):
-    """The source as the command line takes it (a slice stack: folders/patterns, ';')."""
+    """The source as ``open_source`` takes it (a slice stack: folders/patterns, ';')."""
     return DATASETS[wildcards.dataset].path
 
 
@@ -301,10 +298,6 @@ def mesh_region_resources(w, attempt):
     )
 
 
-def gzip_index_arg(wildcards, input):
-    return f"--gzip-index {input.gzip_index}" if "gzip_index" in input.keys() else ""
-
-
 def plan_param(w):
     """The dataset's plan, handed to the job's script as it is (no JSON, no planning again)."""
     return plan_of(w.dataset)
@@ -343,14 +336,9 @@ def mesh_records_folder(w):
     return WORK / w.dataset / "meshes"
 
 
-def reencode_flags(w):
-    """The row's encoding settings as ``ngprecomputed reencode`` takes them."""
-    o = DATASETS[w.dataset].options
-    flags = [f"--encoding {o.encoding}"] if o.encoding else []
-    flags += [f"--jpeg-quality {o.jpeg_quality}", f"--block-size {o.block_size[0]}"]
-    flags += ["--gzip"] if o.gzip else []
-    flags += ["--shard identity"] if o.sharded else []
-    return " ".join(flags)
+def meshes_option(w):
+    """The row's ``meshes``: a mesh table (files by segment), or generate / multilod."""
+    return DATASETS[w.dataset].options.meshes
 
 
 def small_job_mem_mb(w, attempt):

@@ -18,14 +18,12 @@ rule surfaces:
         mem_mb=first_slab_mem_mb,
         runtime=first_slab_runtime_min,
     params:
-        source=source_spec,
-        options=options_json,
+        plan=plan_param,
+        table=meshes_option,
         root=dataset_root,
-        colon="" if config["colon_names"] else "--no-colon",
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} surfaces {params.source:q} --dataset {wildcards.dataset}"
-        " --options {params.options:q} --root {params.root:q} --manifest {output:q}"
-        " {params.colon}"
+        colon=config["colon_names"],
+    script:
+        "../scripts/surfaces.py"
 
 
 rule mesh_region:
@@ -47,16 +45,12 @@ rule mesh_region:
         mem_mb=mesh_region_mem_mb,
         runtime=mesh_region_runtime_min,
     params:
-        source=source_spec,
-        options=options_json,
+        plan=plan_param,
+        meshes=meshes_option,
         root=dataset_root,
         voxels=config["mesh_region_voxels"],
-        gzip_index=gzip_index_arg,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} mesh-region {params.source:q} --dataset {wildcards.dataset}"
-        " --options {params.options:q} --region {wildcards.region}"
-        " --region-voxels {params.voxels} --root {params.root:q} --manifest {output:q}"
-        " {params.gzip_index}"
+    script:
+        "../scripts/mesh_region.py"
 
 
 rule meshes:
@@ -75,17 +69,14 @@ rule meshes:
         mem_mb=meshes_mem_mb,
         runtime=meshes_runtime_min,
     params:
-        source=source_spec,
-        options=options_json,
+        plan=plan_param,
+        meshes=meshes_option,
         root=dataset_root,
         voxels=config["mesh_region_voxels"],
         regions=mesh_records_folder,
-        colon="" if config["colon_names"] else "--no-colon",
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} meshes {params.source:q} --dataset {wildcards.dataset}"
-        " --options {params.options:q} --region-voxels {params.voxels}"
-        " --regions {params.regions:q} --root {params.root:q} --manifest {output:q}"
-        " {params.colon}"
+        colon=config["colon_names"],
+    script:
+        "../scripts/meshes.py"
 
 
 rule vtk_mesh:
@@ -102,5 +93,5 @@ rule vtk_mesh:
     resources:
         mem_mb=mesh_file_mem_mb,
         runtime=10,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} vtk {input:q} {output:q} --dataset {wildcards.dataset}"
+    script:
+        "../scripts/vtk_mesh.py"

@@ -90,10 +90,9 @@ checkpoint plan:
         runtime=10,
     params:
         source=source_spec,
-        options=options_json,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} plan {params.source:q} --dataset {wildcards.dataset}"
-        " --options {params.options:q} --out {output:q}"
+        options=dataset_options,
+    script:
+        "../scripts/plan.py"
 
 
 rule gzip_index:
@@ -203,7 +202,6 @@ rule reencode:
     params:
         source=source_spec,
         root=dataset_root,
-        flags=reencode_flags,
-    shell:
-        "ngprecomputed --log {log:q} --mem-mb {resources.mem_mb} reencode {params.source:q} {params.root:q}"
-        " {params.flags} --processes {threads}"
+        options=dataset_options,
+    script:
+        "../scripts/reencode.py"

@@ -8,7 +8,7 @@ against the stored type), never of one format's proxy attributes.
 Two faster paths give provably the same values: a plain, unscaled, uncompressed array file is read
 directly by offset (cube boxes, whole rows), and a gzip-compressed array file (``.nii.gz``,
 ``.mgz``, ``.BRIK.gz``, ``.img.gz``) is read through an exported ``indexed_gzip`` index (built
-once per file by the ``gzindex`` stage) or decompressed once; nibabel still decodes the bytes.
+once per file by the ``gzip_index`` rule) or decompressed once; nibabel still decodes the bytes.
 """
 
 import gzip
