@@ -9,7 +9,7 @@ import pytest
 
 from conftest import check_pyramid, run_failing, snakemake, write_sheet
 from ngprecomputed.errors import InputError
-from ngprecomputed.plan import Options
+from ngprecomputed.settings import Options
 from ngprecomputed.sheet import load_sheet
 
 pytestmark = pytest.mark.workflow

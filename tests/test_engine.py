@@ -15,8 +15,9 @@ from ngprecomputed.batches import SPLIT_VOXELS, Batch, make_batches, plan_jobs
 from ngprecomputed.cli import main
 from ngprecomputed.engine import Work, convert, convert_all, finish
 from ngprecomputed.job import Failed
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import make_plan
 from ngprecomputed.pyramid import build_slab
+from ngprecomputed.settings import Options
 from ngprecomputed.sources import open_source
 from ngprecomputed.sources.header import HeaderOnly
 

@@ -20,7 +20,8 @@ import pytest
 
 from conftest import check_pyramid, run_failing, snakemake, write_sheet
 from ngprecomputed.errors import InputError
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import make_plan
+from ngprecomputed.settings import Options
 from ngprecomputed.sources import open_source
 from ngprecomputed.values import ValueMismatch, check_sample, to_stored
 

@@ -28,7 +28,8 @@ from scipy.spatial import cKDTree
 
 from ngprecomputed.errors import InputError
 from ngprecomputed.meshes import generate, multilod, smooth
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import make_plan
+from ngprecomputed.settings import Options
 from ngprecomputed.sources import open_source
 
 MM = (1.0, 1.5, 2.0)  # anisotropic voxels

@@ -5,8 +5,11 @@ import pytest
 
 from conftest import bare_plan
 from ngprecomputed.chunks import Grid, voxels
+from ngprecomputed.datatypes import output_data_type
 from ngprecomputed.errors import InputError
-from ngprecomputed.plan import Options, Plan, chunk_shape, output_data_type, pyramid, stages
+from ngprecomputed.geometry import chunk_shape, pyramid, stages
+from ngprecomputed.plan import Plan
+from ngprecomputed.settings import Options
 
 
 def make(size, res=(1e6, 1e6, 1e6), channels=1, **kw) -> Plan:

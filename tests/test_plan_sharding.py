@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import morton
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import make_plan
+from ngprecomputed.settings import Options
 from ngprecomputed.sources.header import HeaderOnly
 
 

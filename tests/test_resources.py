@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import make_plan
 from ngprecomputed.resources import job_mem_mb, job_runtime_min
+from ngprecomputed.settings import Options
 from ngprecomputed.sources.header import HeaderOnly
 
 

@@ -12,8 +12,9 @@ from PIL import Image
 from test_slices import write_ras_png, write_ria_tiff
 
 from conftest import check_pyramid, run_failing, snakemake, write_big_stack, write_sheet
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import make_plan
 from ngprecomputed.resources import job_mem_mb
+from ngprecomputed.settings import Options
 from ngprecomputed.sources import open_source
 
 pytestmark = pytest.mark.workflow

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import check_pyramid, read_cloudvolume, snakemake, write_sheet
-from ngprecomputed.plan import Options, make_plan
+from ngprecomputed.plan import make_plan
+from ngprecomputed.settings import Options
 from ngprecomputed.sources import open_source
 
 pytestmark = pytest.mark.workflow

@@ -9,7 +9,8 @@ about twice its slab: the slab, its coarser scales and temporaries).
 from dataclasses import dataclass, replace
 
 from .errors import InputError
-from .plan import Options, Plan, make_plan
+from .plan import Plan, make_plan
+from .settings import Options
 
 SLAB_SHARE = 2  # a worker's peak is about twice its slab (measured: 76 MiB for 32 M uint8)
 SPLIT_VOXELS = 2**24  # a dataset alone in its job is cut into slabs above this (16 M voxels)

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .job import job
-from .plan import Options, plan_dataset
+from .plan import plan_dataset
+from .settings import Options
 
 log = logging.getLogger("ngprecomputed")
 

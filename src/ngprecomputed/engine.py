@@ -182,7 +182,7 @@ def convert_file(spec, out: Path, options, processes: int = 1) -> None:
     import tempfile
 
     from .batches import pooled_plan
-    from .plan import source_options
+    from .settings import source_options
     from .sources import open_source
 
     out = Path(out)

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .chunks import Grid
+from .datatypes import fit_encoding
 from .errors import InputError
-from .plan import Options, fit_encoding
+from .settings import Options
 from .sharding import auto_sharding, compressed_morton_codes, shard_of
 from .store import ScaleStore, write_atomic
 
@@ -35,7 +36,7 @@ def reencode_with(
 ) -> None:
     """``reencode`` with settings as people give them: no ``encoding``, the default one for
     the dataset's type."""
-    from .plan import codec_options, default_encoding
+    from .datatypes import codec_options, default_encoding
 
     encoding = encoding or default_encoding(read_info(src)["type"])
     options = codec_options(encoding, jpeg_quality, tuple(block_size))

@@ -207,3 +207,36 @@ class ShardReader:
             return None
         data = self._read(*where)
         return gzip.decompress(data) if self.spec.data_encoding == "gzip" else data
+
+
+def shard_exponent(block, grid) -> int | None:
+    """The k for which ``block`` chunks (per axis) are one shard of a compressed Morton layout
+    of ``grid``: the low bits of the code cycle through the axes that still have bits, so a
+    shard is 2^k chunks along every axis with more than k bits, and the whole of the others."""
+    bits = [max(int(g) - 1, 0).bit_length() for g in grid]
+    for k in range(max(bits) + 1):
+        if all(
+            (b == 1 << k) if nb > k else (b >= g)
+            for b, g, nb in zip(block, grid, bits, strict=True)
+        ):
+            return k
+    return None
+
+
+def sharding_info(block, grid, gzipped: bool = False) -> dict:
+    """The scale's "sharding" info: identity hash, one shard per slab block, minishards of
+    up to 2^9 chunks (a minishard index of ~12 KB), gzipped minishard indices; chunk data
+    gzipped inside the shard when the dataset asks for gzip."""
+    bits = [max(int(g) - 1, 0).bit_length() for g in grid]
+    k = shard_exponent(block, grid)
+    low = sum(min(k, nb) for nb in bits)
+    preshift = min(low, 9)
+    return {
+        "@type": "neuroglancer_uint64_sharded_v1",
+        "preshift_bits": preshift,
+        "hash": "identity",
+        "minishard_bits": low - preshift,
+        "shard_bits": sum(bits) - low,
+        "minishard_index_encoding": "gzip",
+        "data_encoding": "gzip" if gzipped else "raw",
+    }

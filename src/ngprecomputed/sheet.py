@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from .errors import InputError
-from .plan import Options
+from .settings import Options
 from .sources.volume import image_files
 from .workflow_files import workflow_root
 

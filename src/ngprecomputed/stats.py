@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .plan import Options, chunk_counts, make_plan, source_options
+from .plan import chunk_counts, make_plan
 from .resources import job_mem_mb, job_runtime_min
+from .settings import Options, source_options
 from .sources import open_source
 from .sources.header import HeaderOnly
 

@@ -11,7 +11,8 @@ import yaml
 
 from ngprecomputed.batches import plan_jobs
 from ngprecomputed.errors import InputError
-from ngprecomputed.plan import Options, Plan, source_options
+from ngprecomputed.plan import Plan
+from ngprecomputed.settings import Options, source_options
 from ngprecomputed.resources import (
     IN_JOB_SNAKEMAKE_MB,
     SMALL_JOB_MEM_MB,
