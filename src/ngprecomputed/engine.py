@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import crash
 from .errors import InputError, naming, system_fault
+from .info import write_info
 from .job import FORMAT, Failed, say_error
 from .plan import NAMES_DIR, Plan
 from .pyramid import build_slab
@@ -60,7 +61,7 @@ def finish(plan: Plan, root: Path, labels: str | None = None) -> None:
             write_segment_colors(root / NAMES_DIR, table.colors)  # the viewer's segmentColors
     write_atomic(root / "transform.json", json.dumps(plan.transform).encode())
     crash.point("finalize")
-    write_atomic(root / "info", json.dumps(plan.info(), indent=1).encode())
+    write_info(root, plan.info())
     log.info("%s: wrote %s", plan.dataset, root / "info")
 
 

@@ -16,10 +16,10 @@ import numpy as np
 
 from .chunks import Grid
 from .datatypes import fit_encoding
-from .errors import InputError
+from .info import read_info, write_info
 from .settings import Options
 from .sharding import auto_sharding, compressed_morton_codes, shard_of
-from .store import ScaleStore, write_atomic
+from .store import ScaleStore
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,6 @@ def reencode_as(src: Path, dst: Path, opts: Options, processes: int = 1) -> None
     reencode_with(
         src, dst, opts.encoding, opts.jpeg_quality, opts.block_size, opts.gzip, processes, shard
     )
-
-
-def read_info(src: Path) -> dict:
-    try:
-        return json.loads((Path(src) / "info").read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{src}: not a precomputed dataset (no readable info: {e})") from None
 
 
 def target_info(
@@ -157,4 +150,4 @@ def reencode(
     log.info("%s: %d chunks re-encoded as %s", dst, done, encoding)
     if (src / "transform.json").exists():
         shutil.copyfile(src / "transform.json", dst / "transform.json")
-    write_atomic(dst / "info", json.dumps(new, indent=1).encode())
+    write_info(dst, new)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .info import read_info
 from .qc import (
     SLAB_VOXELS,
     Histogram,
@@ -28,7 +29,6 @@ from .qc import (
     segment_names,
     value_histogram,
 )
-from .reencode import read_info
 from .store import write_atomic
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ and the column, before any job runs.
 import glob
 import importlib.util
 import io
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ import jsonschema
 import yaml
 
 from .errors import InputError
+from .info import read_info
 from .settings import Options
 from .sources.volume import image_files
 from .workflow_files import workflow_root
@@ -236,7 +236,7 @@ def datasets_from_rows(
             raise InputError(f"{here}: {e}") from None
         stack = len(parts) > 1 or "voxel_size" in row or "orientation" in row
         if len(parts) == 1 and (parts[0] / "info").is_file():  # a precomputed dataset
-            kind = json.loads((parts[0] / "info").read_text()).get("type")
+            kind = read_info(parts[0]).get("type")
             if kind != row["type"]:
                 raise InputError(
                     f"{where}: row {n} (dataset {row['dataset']}), column type: "

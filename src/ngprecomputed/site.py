@@ -23,6 +23,7 @@ import numpy as np
 
 from . import viewer
 from .annotations.collection import PREVIEW
+from .info import read_info
 from .report import points_picture
 
 PICTURE_PIXELS = 128
@@ -98,7 +99,7 @@ def describe(results: Path, name: str, base_url: str) -> Dataset:
         return Dataset(name, "mesh", layer, box, f"{count}world mm", points_picture(points))
     if layer["type"] == "annotation":
         summary = viewer.annotation_summary(folder)
-        info = viewer.read_json(folder / "info")
+        info = read_info(folder)
         kind = summary.get("kind", "annotations")
         count = f"{summary['count']:,} " if "count" in summary else ""
         props = ", ".join(p["id"] for p in info.get("properties", []))
@@ -111,7 +112,7 @@ def describe(results: Path, name: str, base_url: str) -> Dataset:
         return Dataset(
             name, kind, layer, box, about, preview.read_bytes() if preview.is_file() else None
         )
-    info = viewer.read_json(folder / "info")
+    info = read_info(folder)
     s0 = info["scales"][0]
     size = " x ".join(str(n) for n in s0["size"])
     mm = " x ".join(f"{r / viewer.NM_PER_MM:g}" for r in s0["resolution"])

@@ -47,6 +47,7 @@ import numpy as np
 
 from .annotations.collection import SUMMARY
 from .errors import InputError
+from .info import read_info
 from .plan import NAMES_DIR
 from .store import ScaleStore, write_atomic
 
@@ -448,7 +449,7 @@ def dataset_layer(results: Path, name: str, base_url: str) -> tuple[dict, tuple 
         if not (ds / f"{name}.vtk").is_file():
             raise InputError(f"{ds}: not a dataset (no info, no {name}.vtk)")
         return mesh_layer(ds, base_url), _box(vtk_points_mm(ds / f"{name}.vtk"))
-    info = read_json(ds / "info")
+    info = read_info(ds)
     if info.get("@type") == ANNOTATIONS_TYPE:
         box = (np.asarray(info["lower_bound"], float), np.asarray(info["upper_bound"], float))
         return annotation_layer(ds, info, base_url), box
