@@ -75,3 +75,24 @@ def test_decompress_a_truncated_file_says_so(tmp_path, data):
     with pytest.raises(InputError, match="cut.nii.gz: cannot decompress"):
         decompress(cut, tmp_path / "out.raw")
     assert not list(tmp_path.glob("*out.raw*"))  # nothing half-written
+
+
+def test_a_damaged_deflate_stream_is_a_gzip_error(tmp_path):
+    """ISA-L raises its own error type for an invalid deflate block: it becomes the one-line
+    input error Python's gzip gives (never a traceback), when read and when decompressed."""
+    import gzip
+
+    from isal import igzip
+
+    from ngprecomputed.errors import InputError
+    from ngprecomputed.sources.volume import _decompressing, _GzipStream
+
+    damaged = bytearray(gzip.compress(b"abc" * 300_000, mtime=0))
+    damaged[20:70] = bytes(range(50))  # inside the first block's Huffman codes
+    path = tmp_path / "damaged.nii.gz"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(gzip.BadGzipFile), _GzipStream(path) as f:
+        f.read(900_000)
+    error = pytest.raises(InputError, match="damaged.nii.gz: cannot decompress")
+    with error, _decompressing(path), igzip.open(path) as f:
+        f.read()

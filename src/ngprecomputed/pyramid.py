@@ -54,10 +54,12 @@ def build_slab(
     decompressed: Path | None = None,
     held: dict | None = None,
     opened=None,
+    threads: int = 1,
 ) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
     ``held``: a scale the slab makes whole is kept there, by index (its QC reads it);
-    ``opened``: the source, already opened by this process.
+    ``opened``: the source, already opened by this process; ``threads``: chunks written at a
+    time (a fanned-out slab, alone in its job).
 
     The raw pyramid is made from lossless data only: with a lossy encoding, the stage's last
     scale is also written raw to ``scratch`` for the next stage. If anything fails, the chunks
@@ -98,12 +100,12 @@ def build_slab(
             jbox = plan.box_at(box, stage.last, j)
             store = scale_store(plan, root, j)
             touched.append((store, j))
-            written[store.dir.name] = store.write_box(jbox, array)
+            written[store.dir.name] = store.write_box(jbox, array, threads)
             if held is not None and jbox == tuple((0, n) for n in plan.scales[j].size):
                 held[j] = array
             if raw_copy is not None and j == stage.last:
                 touched.append((raw_copy, j))
-                raw_copy.write_box(jbox, array)
+                raw_copy.write_box(jbox, array, threads)
             log.info(
                 "%s: scale %d (%s): %d chunks",
                 plan.dataset,

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -162,13 +163,18 @@ class ScaleStore:
         write_atomic(path, data)
         return path.name, len(data)
 
-    def write_box(self, box: Box, array: np.ndarray) -> list[tuple[str, int]]:
-        """Write every chunk inside ``box`` (chunk-aligned) from ``array`` covering ``box``;
-        for a sharded scale, ``box`` is whole shards and each is written in one piece."""
+    def write_box(self, box: Box, array: np.ndarray, threads: int = 1) -> list[tuple[str, int]]:
+        """Write every chunk inside ``box`` (chunk-aligned) from ``array`` covering ``box``,
+        ``threads`` chunks at a time (codecs, gzip and file writes release the GIL); for a
+        sharded scale, ``box`` is whole shards and each is written in one piece."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.spec:
             return self._write_shards(box, array)
-        return [self.write_chunk(cbox, array[sl]) for _, cbox, sl in self._pieces(box)]
+        pieces = [(cbox, sl) for _, cbox, sl in self._pieces(box)]
+        if threads < 2 or len(pieces) < 2:
+            return [self.write_chunk(cbox, array[sl]) for cbox, sl in pieces]
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda p: self.write_chunk(p[0], array[p[1]]), pieces))
 
     def _pieces(self, box: Box):
         """Grid position, box and slice into an array covering ``box`` of each chunk."""

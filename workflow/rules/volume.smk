@@ -146,6 +146,8 @@ rule pyramid:
         LOGS / "{dataset}" / "stage{stage}_slab{slab}.tsv"
     conda:
         "../envs/ngprecomputed.yaml"
+    # the slab is the job's only work: two threads encode and write its chunks
+    threads: min(2, workflow.cores)
     resources:
         mem_mb=slab_mem_mb,
         runtime=slab_runtime_min,

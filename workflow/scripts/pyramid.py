@@ -16,4 +16,5 @@ with job(snakemake.log[0], snakemake.resources.mem_mb, plan.dataset), naming(pla
         gzip_index=getattr(snakemake.input, "gzip_index", None),
         scratch=Path(snakemake.params.scratch),
         decompressed=getattr(snakemake.input, "decompressed", None),
+        threads=snakemake.threads,
     )

@@ -379,10 +379,15 @@ class _GzipStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        from isal.isal_zlib import error as IsalError
+
         view = memoryview(buffer).cast("B")
         done = 0
         while done < len(view):
-            n = self._f.readinto(view[done : done + self.PIECE])
+            try:
+                n = self._f.readinto(view[done : done + self.PIECE])
+            except IsalError as e:  # a damaged deflate stream: as Python's gzip says it
+                raise gzip.BadGzipFile(str(e)) from None
             if not n:
                 break
             done += n
@@ -446,9 +451,11 @@ def decompress(path: Path, out: Path, progress=None) -> None:
 @contextmanager
 def _decompressing(data: Path):
     """A damaged compressed file as one line; a full or read-only disk stays the disk's fault."""
+    from isal.isal_zlib import error as IsalError
+
     try:
         yield
-    except (EOFError, OSError, ValueError) as e:
+    except (EOFError, OSError, ValueError, IsalError) as e:
         if isinstance(e, OSError) and system_fault(e):
             raise
         raise InputError(f"{data}: cannot decompress ({_short(e)}); truncated?") from None
