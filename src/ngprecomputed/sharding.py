@@ -4,6 +4,9 @@ A shard file is written in one piece from the encoded chunks it holds (one job o
 so no locks and no appends): the shard index (one ``[start, end)`` pair per minishard, in
 minishard order, empty minishards included as empty ranges), then per minishard its chunks in
 id order followed by its minishard index. Offsets are relative to the end of the shard index.
+
+A converted dataset has one shard per slab at every scale (``sharding_info``); re-encoding
+another writer's dataset picks shards of about 2^27 voxels (``auto_sharding``).
 """
 
 import gzip
