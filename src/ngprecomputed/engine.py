@@ -16,6 +16,7 @@ and the plan in memory.
 import json
 import logging
 import multiprocessing
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import crash
+from .batches import pooled_plan
 from .errors import InputError, naming, system_fault
 from .info import write_info
 from .job import FORMAT, Failed, say_error
 from .plan import NAMES_DIR, Plan
 from .pyramid import build_slab
+from .settings import source_options
+from .sources import open_source
 from .store import write_atomic, write_manifest
 
 log = logging.getLogger(__name__)
@@ -180,12 +184,6 @@ def convert_file(spec, out: Path, options, processes: int = 1) -> None:
     """One volume (or slice stack) to the dataset ``out`` (named for its folder) in this
     process, its slabs over ``processes`` workers: the same package functions and the same
     bytes as the workflow, without a sheet (``ngprecomputed convert``)."""
-    import tempfile
-
-    from .batches import pooled_plan
-    from .settings import source_options
-    from .sources import open_source
-
     out = Path(out)
     name = out.name
     with naming(name):

@@ -12,11 +12,13 @@ import numpy as np
 
 from .chunks import Box, clip, voxels
 from .datatypes import codec_options, default_encoding, fit_encoding, output_data_type
-from .errors import InputError
+from .errors import InputError, naming
 from .geometry import Scale, Stage, block_at, pyramid, stages
 from .settings import Options, source_options
 from .sharding import sharding_info
+from .sources import open_source
 from .sources.volume import VolumeSource
+from .store import write_atomic
 
 MESH_DIR = "mesh"  # a segmentation's meshes, named in its info
 NAMES_DIR = "names"  # its segment properties
@@ -167,8 +169,6 @@ class Plan:
 
     def save(self, path: str | Path) -> None:
         """The plan as JSON, written atomically (the plan checkpoint's output)."""
-        from .store import write_atomic
-
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(Path(path), self.to_json().encode())
 
@@ -203,9 +203,6 @@ def neuroglancer_transform(affine: np.ndarray, unit_nm: float, resolution) -> li
 
 def plan_dataset(dataset: str, spec, opts: Options) -> Plan:
     """A dataset's plan from its source's header and its row's settings (no voxel is read)."""
-    from .errors import naming
-    from .sources import open_source
-
     with naming(dataset):
         return make_plan(dataset, open_source(spec, **source_options(opts)), opts)
 

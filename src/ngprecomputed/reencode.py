@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .chunks import Grid
-from .datatypes import fit_encoding
+from .datatypes import codec_options, default_encoding, fit_encoding
 from .info import read_info, write_info
 from .settings import Options
 from .sharding import auto_sharding, compressed_morton_codes, shard_of
@@ -36,10 +36,8 @@ def reencode_with(
 ) -> None:
     """``reencode`` with settings as people give them: no ``encoding``, the default one for
     the dataset's type."""
-    from .datatypes import codec_options, default_encoding
-
     encoding = encoding or default_encoding(read_info(src)["type"])
-    options = codec_options(encoding, jpeg_quality, tuple(block_size))
+    options = codec_options(encoding, jpeg_quality, block_size)
     reencode(src, dst, encoding, options, gzipped, processes, shard=shard)
 
 
