@@ -70,3 +70,37 @@ def test_sharded_x4_is_a_few_dozen_files():
     )
     files = sum(stage.count * (stage.last - stage.first + 1) for stage in plan.stages)
     assert files <= 36
+
+
+@pytest.mark.parametrize("size", [(788, 932, 756), (1000, 300, 130), (64, 64, 64)])
+def test_reencoded_shards_are_cubes_of_at_most_2_27_voxels(size):
+    """Re-encoding picks shards the way conversion does (one policy): with the identity hash,
+    each shard is a cube of 2^k chunks per axis (cut by the grid's edge), the largest cube of
+    at most 2^27 voxels; 64^3 chunks: 8 per axis."""
+    from ngprecomputed.reencode import target_info
+
+    info = {
+        "type": "image",
+        "data_type": "uint8",
+        "num_channels": 1,
+        "scales": [
+            {
+                "key": "s0",
+                "size": list(size),
+                "resolution": [1, 1, 1],
+                "voxel_offset": [0, 0, 0],
+                "chunk_sizes": [[64, 64, 64]],
+                "encoding": "raw",
+            }
+        ],
+    }
+    scale = target_info(info, "raw", {}, "src", "identity")["scales"][0]
+    grid = [-(-n // 64) for n in size]
+    members = {}
+    for pos in itertools.product(*(range(g) for g in grid)):
+        members.setdefault(shard_of_chunk(pos, grid, scale["sharding"]), []).append(pos)
+    for chunks in members.values():
+        lo, hi = np.min(chunks, axis=0), np.max(chunks, axis=0) + 1
+        corner = lo // 8 * 8
+        assert (lo == corner).all() and (hi == np.minimum(corner + 8, grid)).all(), (lo, hi)
+        assert len(chunks) == int(np.prod(hi - lo))

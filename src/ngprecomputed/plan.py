@@ -15,7 +15,7 @@ from .datatypes import codec_options, default_encoding, fit_encoding, output_dat
 from .errors import InputError, naming
 from .geometry import Scale, Stage, block_at, pyramid, stages
 from .settings import Options, source_options
-from .sharding import sharding_info
+from .sharding import shard_exponent, sharding_info
 from .sources import open_source
 from .sources.volume import VolumeSource
 from .store import write_atomic
@@ -183,7 +183,7 @@ def _with_sharding(plan: Plan) -> None:
         for j in range(stage.first, stage.last + 1):
             grid = plan.scales[j].grid.shape
             block = block_at(plan, stage.per_slab, stage.last, j)
-            info = sharding_info(block, grid, plan.gzip)
+            info = sharding_info(grid, shard_exponent(block, grid), gzipped=plan.gzip)
             plan.scales[j] = replace(plan.scales[j], sharding=info)
 
 

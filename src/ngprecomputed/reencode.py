@@ -18,7 +18,7 @@ from .chunks import Grid
 from .datatypes import codec_options, default_encoding, fit_encoding
 from .info import read_info, write_info
 from .settings import Options
-from .sharding import auto_sharding, compressed_morton_codes, shard_of
+from .sharding import compressed_morton_codes, cube_exponent, shard_of, sharding_info
 from .store import ScaleStore
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,8 @@ def target_info(
             scale["compressed_segmentation_block_size"] = list(options["block_size"])
         if shard:
             grid = Grid(tuple(scale["size"]), tuple(scale["chunk_sizes"][0]))
-            scale["sharding"] = auto_sharding(
-                grid.shape, int(np.prod(grid.chunk)), shard, gzipped=gzipped
-            )
+            k = cube_exponent(int(np.prod(grid.chunk)))
+            scale["sharding"] = sharding_info(grid.shape, k, shard, gzipped)
     return new
 
 

@@ -5,8 +5,10 @@ so no locks and no appends): the shard index (one ``[start, end)`` pair per mini
 minishard order, empty minishards included as empty ranges), then per minishard its chunks in
 id order followed by its minishard index. Offsets are relative to the end of the shard index.
 
-A converted dataset has one shard per slab at every scale (``sharding_info``); re-encoding
-another writer's dataset picks shards of about 2^27 voxels (``auto_sharding``).
+One policy (``layout``) sets every sharding parameter: converted scales, re-encoded scales and
+annotation indices differ only in which ids share a shard. A converted dataset has one shard per
+slab block at every scale, re-encoding another writer's dataset makes cube shards of at most
+2^27 voxels (``cube_exponent``), an annotation index 2^15 consecutive keys per shard.
 """
 
 import gzip
@@ -60,23 +62,17 @@ class ShardingSpec:
         }
 
 
-def auto_sharding(
-    grid, chunk_voxels: int, hash: str = "identity", shard_voxels: int = 2**27, gzipped=False
-) -> dict:
-    """Sharding parameters for a scale: shards of about ``shard_voxels`` voxels, minishards of
-    up to 64 consecutive chunk ids (a few-KB minishard index), gzipped minishard indices."""
-    total = sum(max(int(g) - 1, 0).bit_length() for g in grid)
-    per_shard = max(shard_voxels // max(chunk_voxels, 1), 1).bit_length() - 1
-    low = min(per_shard, total)
-    preshift = min(low, 6)
-    return ShardingSpec(
-        preshift_bits=preshift,
-        minishard_bits=low - preshift,
-        shard_bits=total - low,
-        hash=hash,
-        minishard_index_encoding="gzip",
-        data_encoding="gzip" if gzipped else "raw",
-    ).to_info()
+MINISHARD_BITS = 9  # ids per minishard: up to 512 (a minishard index of about 12 KB)
+
+
+def layout(total_bits: int, shard_low_bits: int, hash="identity", gzipped=False) -> ShardingSpec:
+    """The one sharding policy: ids that differ only in their low ``shard_low_bits`` bits share
+    a shard file, the lowest 9 of those bits (up to 512 ids) a minishard; minishard indices
+    gzipped, the data gzipped inside the shard when the dataset asks for gzip."""
+    low = min(shard_low_bits, total_bits)
+    preshift = min(low, MINISHARD_BITS)
+    data = "gzip" if gzipped else "raw"
+    return ShardingSpec(preshift, low - preshift, total_bits - low, hash, "gzip", data)
 
 
 def compressed_morton_codes(positions: np.ndarray, grid) -> np.ndarray:
@@ -226,20 +222,16 @@ def shard_exponent(block, grid) -> int | None:
     return None
 
 
-def sharding_info(block, grid, gzipped: bool = False) -> dict:
-    """The scale's "sharding" info: identity hash, one shard per slab block, minishards of
-    up to 2^9 chunks (a minishard index of ~12 KB), gzipped minishard indices; chunk data
-    gzipped inside the shard when the dataset asks for gzip."""
+def cube_exponent(chunk_voxels: int, shard_voxels: int = 2**27) -> int:
+    """The largest k for which a cube of 2^k chunks per axis holds at most ``shard_voxels``."""
+    k = 0
+    while int(chunk_voxels) << (3 * (k + 1)) <= shard_voxels:
+        k += 1
+    return k
+
+
+def sharding_info(grid, k: int, hash="identity", gzipped: bool = False) -> dict:
+    """A scale's "sharding" info: one shard per 2^k chunks along every axis of a compressed
+    Morton layout of ``grid`` (``shard_exponent``: a slab block; ``cube_exponent``)."""
     bits = [max(int(g) - 1, 0).bit_length() for g in grid]
-    k = shard_exponent(block, grid)
-    low = sum(min(k, nb) for nb in bits)
-    preshift = min(low, 9)
-    return {
-        "@type": "neuroglancer_uint64_sharded_v1",
-        "preshift_bits": preshift,
-        "hash": "identity",
-        "minishard_bits": low - preshift,
-        "shard_bits": sum(bits) - low,
-        "minishard_index_encoding": "gzip",
-        "data_encoding": "gzip" if gzipped else "raw",
-    }
+    return layout(sum(bits), sum(min(k, nb) for nb in bits), hash, gzipped).to_info()

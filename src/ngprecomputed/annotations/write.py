@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import crash
-from ..sharding import ShardingSpec, compressed_morton_codes, shard_name, shard_of, write_shard_to
+from ..sharding import (
+    ShardingSpec,
+    compressed_morton_codes,
+    layout,
+    shard_name,
+    shard_of,
+    write_shard_to,
+)
 from ..store import atomic_file, write_atomic
 from . import spatial
 from .collection import (
@@ -41,17 +48,13 @@ SHARD_ABOVE = 10_000  # annotations: above this, every index is sharded
 UNSHARDED_CELLS = 4096  # cells of a level written one file each, at most
 EMPTY_LIST = bytes(8)  # a uint64 count of 0
 PER_SHARD_BITS = 15  # keys of a shard (by_id: 32768 annotations)
-PER_MINISHARD_BITS = 9
 MM = [1e-3, "m"]
 
 
 def index_sharding(max_key: int) -> ShardingSpec:
-    """Identity-hash sharding over keys ``0..max_key``: consecutive keys share a minishard
-    (``2**PER_MINISHARD_BITS``) and a shard (``2**PER_SHARD_BITS``)."""
-    total = max(int(max_key), 1).bit_length()
-    low = min(PER_SHARD_BITS, total)
-    preshift = min(PER_MINISHARD_BITS, low)
-    return ShardingSpec(preshift, low - preshift, total - low, "identity", "gzip", "raw")
+    """Identity-hash sharding over keys ``0..max_key``: ``2**PER_SHARD_BITS`` consecutive keys
+    share a shard (``sharding.layout``)."""
+    return layout(max(int(max_key), 1).bit_length(), PER_SHARD_BITS)
 
 
 def bounds_of(batch: Annotations) -> tuple[list[float], list[float]]:
