@@ -150,18 +150,18 @@ def test_jpeg_quality_85_on_a_real_chunk_is_above_40_db(t1, backend):
 
 def test_jpeg_three_channels_stay_apart(t1, backend):
     a = t1_rgb(t1, (slice(64, 101), slice(80, 101), slice(50, 55)))  # edge-truncated shape
-    got = jpeg.decode(jpeg.encode(a), a.shape, np.uint8)
+    got = jpeg.decode(jpeg.encode(a, 90), a.shape, np.uint8)
     assert got.shape == (37, 21, 5, 3)
     for c in range(3):
         assert psnr(got[..., c], a[..., c]) >= 30
-    image = Image.open(io.BytesIO(jpeg.encode(a)))
+    image = Image.open(io.BytesIO(jpeg.encode(a, 90)))
     assert image.mode == "RGB" and image.size == (37, 21 * 5)
     assert psnr(np.asarray(image), pixels_by_formula(a)) >= 30
 
 
 def test_jpeg_backends_agree(t1):
     a = t1[64:128, 80:144, 50:60, None]
-    data = jpeg.encode(a)
+    data = jpeg.encode(a, 90)
     fast = jpeg.decode(data, a.shape, np.uint8)
     saved, jpeg.simplejpeg = jpeg.simplejpeg, None
     try:
@@ -181,11 +181,11 @@ def test_jpeg_backends_agree(t1):
 )
 def test_jpeg_refuses_what_it_cannot_write(array, words, backend):
     with pytest.raises(ValueError, match=words):
-        jpeg.encode(array)
+        jpeg.encode(array, 90)
 
 
 def test_jpeg_decode_checks_the_channels(backend):
-    data = jpeg.encode(np.zeros((4, 4, 4, 3), np.uint8))
+    data = jpeg.encode(np.zeros((4, 4, 4, 3), np.uint8), 90)
     with pytest.raises(ValueError, match="3 channel"):
         jpeg.decode(data, (4, 4, 4, 1), np.uint8)
 
@@ -254,7 +254,7 @@ CSEG_CASES = [
 @pytest.mark.parametrize(("shape", "dtype", "kind"), CSEG_CASES)
 def test_compressed_segmentation_round_trip_is_exact(shape, dtype, kind):
     a = labels(shape, dtype, kind)
-    data = cseg.encode(a)
+    data = cseg.encode(a, (8, 8, 8))
     got = cseg.decode(data, shape, dtype)
     assert got.dtype == dtype and got.shape == shape
     np.testing.assert_array_equal(got, a)
@@ -271,8 +271,8 @@ def test_compressed_segmentation_other_block_size():
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_compressed_segmentation_promotes_small_labels_to_uint32(dtype):
     a = random(EDGE, dtype)
-    data = cseg.encode(np.asfortranarray(a))
-    assert data == cseg.encode(a.astype(np.uint32))
+    data = cseg.encode(np.asfortranarray(a), (8, 8, 8))
+    assert data == cseg.encode(a.astype(np.uint32), (8, 8, 8))
     np.testing.assert_array_equal(cseg.decode(data, EDGE, np.uint32), a)
 
 
@@ -280,7 +280,9 @@ def test_compressed_segmentation_accepts_read_only_and_strided_input():
     a = labels((40, 30, 10, 1), np.uint32, "few")
     view = a[::2, 1::2]
     view.setflags(write=False)
-    np.testing.assert_array_equal(cseg.decode(cseg.encode(view), view.shape, np.uint32), view)
+    np.testing.assert_array_equal(
+        cseg.decode(cseg.encode(view, (8, 8, 8)), view.shape, np.uint32), view
+    )
 
 
 @pytest.mark.parametrize(
@@ -294,12 +296,12 @@ def test_compressed_segmentation_accepts_read_only_and_strided_input():
 )
 def test_compressed_segmentation_refuses(array, words):
     with pytest.raises(ValueError, match=words):
-        cseg.encode(array)
+        cseg.encode(array, (8, 8, 8))
 
 
 def test_compressed_segmentation_decode_refuses_damaged_chunks():
     shape = (64, 64, 64, 1)
-    data = cseg.encode(labels(shape, np.uint32, "dense"))
+    data = cseg.encode(labels(shape, np.uint32, "dense"), (8, 8, 8))
     for bad in (data[: len(data) // 2], data[:-4], data[:8], b"\0" * 16, data[:3]):
         with pytest.raises(ValueError):  # the package alone would return garbage or crash
             cseg.decode(bad, shape, np.uint32)
@@ -346,7 +348,10 @@ def write_dataset(root, volume, encoding, layer_type):
     (root / "s0").mkdir(parents=True)
     (root / "info").write_text(json.dumps(info))
     for name, box in chunk_boxes(volume.shape):
-        (root / "s0" / name).write_bytes(codec(encoding).encode(volume[box]))
+        settings = {"jpeg": {"quality": 90}, "compressed_segmentation": {"block_size": (8, 8, 8)}}
+        (root / "s0" / name).write_bytes(
+            codec(encoding).encode(volume[box], **settings.get(encoding, {}))
+        )
     names = sorted(p.name for p in (root / "s0").iterdir())
     assert len(names) == 8 and "32-45_32-38_16-21" in names
     return root

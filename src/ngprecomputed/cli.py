@@ -58,7 +58,7 @@ def cmd_reencode(a) -> None:
         a.dest,
         a.encoding,
         a.jpeg_quality,
-        (a.block_size,) * 3,
+        (a.block_size,) * 3 if a.block_size else None,
         a.gzip,
         a.processes,
         shard=a.shard,
@@ -145,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("source", help="a volume file, or a slice stack (folders/patterns, ';')")
     s.add_argument("out", type=Path, help="the dataset folder to write")
-    s.add_argument("--type", choices=["image", "segmentation"], default="image")
+    s.add_argument("--type", choices=["image", "segmentation"])
     s.add_argument("--data-type", help="stored data type (default: the source's, see README)")
     s.add_argument("--encoding", choices=["raw", "jpeg", "png", "compressed_segmentation"])
     s.add_argument("--jpeg-quality", type=int)
@@ -171,8 +171,8 @@ def parser() -> argparse.ArgumentParser:
         choices=["raw", "jpeg", "png", "compressed_segmentation"],
         help="default: compressed_segmentation for labels, raw for images",
     )
-    s.add_argument("--jpeg-quality", type=int, default=Options.jpeg_quality)
-    s.add_argument("--block-size", type=int, default=8, help="compressed_segmentation block")
+    s.add_argument("--jpeg-quality", type=int)
+    s.add_argument("--block-size", type=int, help="compressed_segmentation block")
     s.add_argument("--gzip", action="store_true", help="gzip every chunk (.gz)")
     s.add_argument(
         "--shard",
@@ -229,8 +229,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", help="scales, chunks, files and bytes before anything is written")
     s.add_argument("input", type=Path, nargs="?", help="a sample sheet (.csv) or a volume file")
-    s.add_argument("--type", choices=["image", "segmentation"], default="image")
-    s.add_argument("--voxels-per-job", type=int, default=Options.voxels_per_job)
+    s.add_argument("--type", choices=["image", "segmentation"])
+    s.add_argument("--voxels-per-job", type=int)
     s.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="a volume by size")
     s.add_argument("--dtype", default="uint8", help="with --shape (default uint8)")
     s.add_argument("--channels", type=int, default=1, help="with --shape")

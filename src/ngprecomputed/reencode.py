@@ -28,16 +28,17 @@ def reencode_with(
     src: Path,
     dst: Path,
     encoding: str | None,
-    jpeg_quality: int,
-    block_size: tuple[int, int, int],
+    jpeg_quality: int | None,
+    block_size: tuple[int, int, int] | None,
     gzipped: bool = False,
     processes: int = 1,
     shard: str | None = None,
 ) -> None:
     """``reencode`` with settings as people give them: no ``encoding``, the default one for
-    the dataset's type."""
+    the dataset's type; no quality or block size, the defaults (``Options``)."""
     encoding = encoding or default_encoding(read_info(src)["type"])
-    options = codec_options(encoding, jpeg_quality, block_size)
+    given = Options(jpeg_quality=jpeg_quality, block_size=block_size)
+    options = codec_options(encoding, given.jpeg_quality, given.block_size)
     reencode(src, dst, encoding, options, gzipped, processes, shard=shard)
 
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jsonschema
-import yaml
 
 from .errors import InputError
 from .info import read_info
-from .settings import Options
+from .schemas import load_schema
+from .settings import Options, edges
 from .sources.volume import image_files
-from .workflow_files import workflow_root
 
 
 @dataclass(frozen=True)
@@ -37,14 +36,6 @@ class Dataset:
         for part in parts:
             out += sorted(glob.glob(part)) if any(c in part for c in "*?[") else [part]
         return out
-
-
-def _edges(text: str | None) -> tuple[int, int, int] | None:
-    """``"64"`` or ``"128,128,16"`` as x, y, z."""
-    if not text:
-        return None
-    edges = tuple(int(v) for v in text.split(","))
-    return edges * 3 if len(edges) == 1 else edges
 
 
 def _check_parts(parts: list[Path], stack: bool, here: str, require_files: bool) -> bool:
@@ -94,11 +85,6 @@ def _sizes(text: str | None) -> tuple[float, float, float] | None:
         return None
     sizes = tuple(float(v) for v in str(text).split(","))
     return sizes * 3 if len(sizes) == 1 else sizes
-
-
-def load_schema(name: str, schema_dir: Path | None = None) -> dict:
-    schema_dir = schema_dir or workflow_root() / "workflow" / "schemas"
-    return yaml.safe_load((Path(schema_dir) / f"{name}.schema.yaml").read_text())
 
 
 def resolve_path(text: str, base: Path) -> Path:
@@ -254,13 +240,13 @@ def datasets_from_rows(
             defaults,
             type=row["type"],
             data_type=row.get("data_type"),
-            chunk_size=_edges(row.get("chunk_size")),
+            chunk_size=edges(row.get("chunk_size")),
             max_scales=row.get("max_scales"),
             input_min=row.get("input_min"),
             input_max=row.get("input_max"),
             encoding=row.get("encoding", defaults.encoding),
             jpeg_quality=row.get("jpeg_quality", defaults.jpeg_quality),
-            block_size=_edges(row.get("block_size")) or defaults.block_size,
+            block_size=edges(row.get("block_size")) or defaults.block_size,
             voxel_size=_sizes(row.get("voxel_size")),
             orientation=row.get("orientation"),
             gzip=row.get("gzip", defaults.gzip),

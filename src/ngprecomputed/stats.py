@@ -32,8 +32,8 @@ def print_stats(
     channels: int = 1,
     dtype: str = "uint8",
     voxel_mm: float = 1.0,
-    type: str = "image",
-    voxels_per_job: int = Options.voxels_per_job,
+    type: str | None = None,
+    voxels_per_job: int | None = None,
 ) -> None:
     """One line per scale of every dataset, then its pyramid jobs."""
     opts = Options(type=type, voxels_per_job=voxels_per_job)

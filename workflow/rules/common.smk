@@ -21,11 +21,11 @@ from ngprecomputed.resources import (
     job_mem_mb,
     job_runtime_min,
 )
+from ngprecomputed.schemas import load_schema
 from ngprecomputed.sheet import (
     ANNOTATION_TYPES,
     config_rows,
     datasets_from_rows,
-    load_schema,
     read_rows,
 )
 from ngprecomputed.sources import is_precomputed, open_source
@@ -38,14 +38,18 @@ SCHEMAS = WORKFLOW_ROOT / "workflow" / "schemas"
 
 put_environment_first()
 
+# config.yaml holds what a user sets (a host workflow's module config replaces it); every
+# other key takes its default from the schema (Snakemake's validate sets them).
 for _key, _value in yaml.safe_load(
     (WORKFLOW_ROOT / "config" / "config.yaml").read_text()
 ).items():
     config.setdefault(_key, _value)
-    # `--config qc=false` arrives as a string (Snakemake reads only True/False as booleans)
-    if isinstance(_value, bool) and str(config[_key]).lower() in ("true", "false"):
+_SCHEMA = load_schema("config", SCHEMAS)["properties"]
+# `--config qc=false` arrives as a string (Snakemake reads only True/False as booleans)
+for _key in [k for k, spec in _SCHEMA.items() if spec.get("type") == "boolean"]:
+    if str(config.get(_key)).lower() in ("true", "false"):
         config[_key] = str(config[_key]).lower() == "true"
-validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
+validate(config, schema=str(SCHEMAS / "config.schema.yaml"), set_default=True)
 
 
 def _results(url):
@@ -108,8 +112,9 @@ def _load():
     )
     try:
         rows, where, base = _rows(config["samples"], load_schema("samples", SCHEMAS))
-        for row in rows:  # Snakemake's own check of the same schema, passed by now
-            validate(row, schema=str(SCHEMAS / "samples.schema.yaml"))
+        # Snakemake's own check of the rows (passed by now) gives empty cells their defaults
+        for row in rows:
+            validate(row, schema=str(SCHEMAS / "samples.schema.yaml"), set_default=True)
         datasets = datasets_from_rows(
             where, base, rows, defaults, require_files=not config["upstream_sources"]
         )

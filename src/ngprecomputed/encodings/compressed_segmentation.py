@@ -21,7 +21,8 @@ import numpy as np
 LABEL_TYPES = (np.uint32, np.uint64)
 
 
-def encode(array: np.ndarray, block_size: tuple[int, int, int] = (8, 8, 8)) -> bytes:
+def encode(array: np.ndarray, block_size: tuple[int, int, int]) -> bytes:
+    """``block_size`` has no default here: it is a setting (``Options``), one default for all."""
     if array.ndim != 4 or array.shape[3] != 1:
         raise ValueError(f"compressed_segmentation encodes one channel, got shape {array.shape}")
     if array.dtype.kind != "u":

@@ -42,7 +42,8 @@ def from_image(pixels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return pixels.reshape(z, y, x, c).transpose(2, 1, 0, 3)
 
 
-def encode(array: np.ndarray, quality: int = 85) -> bytes:
+def encode(array: np.ndarray, quality: int) -> bytes:
+    """``quality`` has no default here: it is a setting (``Options``), one default for all."""
     if array.dtype != np.uint8:
         raise ValueError(f"jpeg encodes uint8 only, got {array.dtype}")
     pixels = to_image(array)
