@@ -92,7 +92,7 @@ def test_wheel_carries_the_workflow(wheel):
     for inner in [
         "Snakefile",
         "workflow/rules/volume.smk",
-        "workflow/schemas/samples.schema.yaml",
+        "workflow/schemas/samples.schema.json",
         "config/config.yaml",
         "profiles/local/config.yaml",
     ]:

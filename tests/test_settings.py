@@ -1,7 +1,8 @@
-"""Settings have one set of defaults, the workflow's schemas: read here with PyYAML, not with
-the package's loader."""
+"""Settings have one set of defaults, the workflow's schemas (read here directly, not with the
+package's loader)."""
 
 import inspect
+import json
 from pathlib import Path
 
 import yaml
@@ -13,7 +14,7 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
 
 
 def _defaults(name):
-    props = yaml.safe_load((SCHEMAS / f"{name}.schema.yaml").read_text())["properties"]
+    props = json.loads((SCHEMAS / f"{name}.schema.json").read_text())["properties"]
     return {k: v["default"] for k, v in props.items() if "default" in v}
 
 
@@ -44,6 +45,6 @@ def test_config_yaml_agrees_with_the_schema():
     a different value (a second copy that could drift)."""
     config = yaml.safe_load((SCHEMAS.parents[1] / "config" / "config.yaml").read_text())
     defaults = _defaults("config")
-    props = yaml.safe_load((SCHEMAS / "config.schema.yaml").read_text())["properties"]
+    props = json.loads((SCHEMAS / "config.schema.json").read_text())["properties"]
     assert set(config) <= set(props)
     assert {k: v for k, v in config.items() if defaults.get(k) != v} == {}

@@ -1,8 +1,8 @@
 """A dataset's settings: a sample-sheet row (or ``convert``'s options) merged with the
 config defaults, handed to every job as this object.
 
-Defaults live in one place, the workflow's schemas: a sheet column's in samples.schema.yaml,
-the workflow-wide ``gzip``, ``chunk_voxels`` and ``voxels_per_job`` in config.schema.yaml (an
+Defaults live in one place, the workflow's schemas: a sheet column's in samples.schema.json,
+the workflow-wide ``gzip``, ``chunk_voxels`` and ``voxels_per_job`` in config.schema.json (an
 empty cell takes the config's value)."""
 
 import functools

@@ -49,7 +49,7 @@ _SCHEMA = load_schema("config", SCHEMAS)["properties"]
 for _key in [k for k, spec in _SCHEMA.items() if spec.get("type") == "boolean"]:
     if str(config.get(_key)).lower() in ("true", "false"):
         config[_key] = str(config[_key]).lower() == "true"
-validate(config, schema=str(SCHEMAS / "config.schema.yaml"), set_default=True)
+validate(config, schema=str(SCHEMAS / "config.schema.json"), set_default=True)
 
 
 def _results(url):
@@ -114,7 +114,7 @@ def _load():
         rows, where, base = _rows(config["samples"], load_schema("samples", SCHEMAS))
         # Snakemake's own check of the rows (passed by now) gives empty cells their defaults
         for row in rows:
-            validate(row, schema=str(SCHEMAS / "samples.schema.yaml"), set_default=True)
+            validate(row, schema=str(SCHEMAS / "samples.schema.json"), set_default=True)
         datasets = datasets_from_rows(
             where, base, rows, defaults, require_files=not config["upstream_sources"]
         )
