@@ -96,3 +96,14 @@ def test_a_damaged_deflate_stream_is_a_gzip_error(tmp_path):
     error = pytest.raises(InputError, match="damaged.nii.gz: cannot decompress")
     with error, _decompressing(path), igzip.open(path) as f:
         f.read()
+
+
+def test_image_files_are_what_nibabel_reads(tmp_path):
+    """A workflow tracks every file of an image: an Analyze pair is two, a NIfTI one."""
+    from ngprecomputed.sources.volume import image_files
+
+    data = np.zeros((4, 4, 4), np.uint8)
+    nib.AnalyzeImage(data, np.eye(4)).to_filename(tmp_path / "pair.hdr")
+    nib.Nifti1Image(data, np.eye(4)).to_filename(tmp_path / "one.nii.gz")
+    assert image_files(tmp_path / "pair.hdr") == [tmp_path / "pair.hdr", tmp_path / "pair.img"]
+    assert image_files(tmp_path / "one.nii.gz") == [tmp_path / "one.nii.gz"]

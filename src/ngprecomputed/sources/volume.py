@@ -106,10 +106,16 @@ def load_image(path: Path):
     return img
 
 
+# Formats that are one file whatever their header says (NIfTI-1/2 single files, MGH, MINC).
+SINGLE_FILE = (".nii", ".nii.gz", ".mgh", ".mgz", ".mnc", ".mnc.gz")
+
+
 def image_files(path: Path) -> list[Path]:
     """Every file nibabel reads for this image (a .HEAD's .BRIK(.gz), a .PAR's .REC, a
     .hdr's .img), the given one first: what a workflow should track."""
     out = [Path(path)]
+    if str(path).lower().endswith(SINGLE_FILE):  # no sniffing (it decompresses a .gz header)
+        return out
     for klass in _classes():
         try:
             if not klass.path_maybe_image(str(path))[0]:
