@@ -177,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--shard",
         choices=["identity", "murmurhash3_x86_128"],
-        help="write sharded scales with this hash (cube shards of at most 2^27 voxels)",
+        help="write sharded scales with this hash (shards of at most 2^27 voxels)",
     )
     s.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     s.set_defaults(func=cmd_reencode)

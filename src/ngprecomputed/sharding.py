@@ -231,7 +231,9 @@ def cube_exponent(chunk_voxels: int, shard_voxels: int = 2**27) -> int:
 
 
 def sharding_info(grid, k: int, hash="identity", gzipped: bool = False) -> dict:
-    """A scale's "sharding" info: one shard per 2^k chunks along every axis of a compressed
-    Morton layout of ``grid`` (``shard_exponent``: a slab block; ``cube_exponent``)."""
+    """A scale's "sharding" info: each shard holds the ids sharing all but their low
+    ``sum(min(k, bits))`` bits; with the identity hash that is 2^k chunks along every axis of a
+    compressed Morton layout of ``grid`` (``shard_exponent``: a slab block; ``cube_exponent``),
+    with murmurhash as many chunks, scattered."""
     bits = [max(int(g) - 1, 0).bit_length() for g in grid]
     return layout(sum(bits), sum(min(k, nb) for nb in bits), hash, gzipped).to_info()
