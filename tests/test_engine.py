@@ -1,5 +1,6 @@
 """Whole datasets in one process: slabs in forked workers, small datasets many to a job, the
-.gz source inflated once while its slabs run; the same bytes as one job per slab."""
+.gz source inflated once, band after band, while its slabs run; the same bytes as one job per
+slab."""
 
 import gzip
 import hashlib
@@ -11,15 +12,18 @@ import numpy as np
 import pytest
 
 from conftest import read_tensorstore
+from ngprecomputed import engine
 from ngprecomputed.batches import SPLIT_VOXELS, Batch, make_batches, plan_jobs
 from ngprecomputed.cli import main
-from ngprecomputed.engine import Work, convert, convert_all, finish
+from ngprecomputed.engine import RING_SLOTS, Work, bands, convert, convert_all, finish
+from ngprecomputed.errors import InputError
 from ngprecomputed.job import Failed
 from ngprecomputed.plan import make_plan
 from ngprecomputed.pyramid import build_slab
 from ngprecomputed.settings import Options
 from ngprecomputed.sources import open_source
 from ngprecomputed.sources.header import HeaderOnly
+from ngprecomputed.sources.volume import GzipStream
 
 
 def digest(root):
@@ -104,6 +108,80 @@ def test_workers_write_the_bytes_one_job_per_slab_writes(tmp_path, t1_copies, da
     assert not list((tmp_path / "work").glob("*"))  # the inflated copy is gone
     want = np.asanyarray(nib.load(data["mni_t1"]).dataobj)
     np.testing.assert_array_equal(read_tensorstore(tmp_path / "pooled", 0)[..., 0], want)
+
+
+def test_a_gz_source_is_inflated_into_a_ring_of_bands(tmp_path, t1_copies, monkeypatch):
+    """The bands of a .nii.gz cover its voxels once, in file order, and the ring they are
+    inflated into never holds more than two of them (not the whole decompressed file)."""
+    opts = Options(voxels_per_job=200_000, chunk_voxels=4096)
+    plan = make_plan("t1", open_source(t1_copies["nii.gz"]), opts)
+    cut = bands(plan, open_source(t1_copies["nii.gz"]))
+    img = nib.load(t1_copies["nii"])
+    offset = int(img.dataobj.offset)
+    assert cut[0].start == offset and cut[-1].end == t1_copies["nii"].stat().st_size
+    assert all(a.end == b.start for a, b in zip(cut, cut[1:], strict=False))
+    assert sorted(i for b in cut for i in b.slabs) == list(range(plan.stages[0].count))
+    ends = []
+    copy_to = GzipStream.copy_to
+
+    def recording(self, fd, at, n):
+        ends.append(at + n)
+        return copy_to(self, fd, at, n)
+
+    monkeypatch.setattr(GzipStream, "copy_to", recording)
+    convert(Work(plan, tmp_path / "out", tmp_path / "work"), workers=2)
+    assert len(ends) == len(cut) > RING_SLOTS
+    assert max(ends) <= RING_SLOTS * max(b.end - b.start for b in cut) < cut[-1].end - offset
+
+
+def test_a_scaled_gz_source_in_bands_reads_as_nibabel_scales_it(tmp_path):
+    """A .nii.gz with a slope and an intercept is read from its bands by nibabel (not directly):
+    the bytes of the same volume converted slab by slab from its .nii."""
+    rng = np.random.default_rng(5)
+    img = nib.Nifti1Image(rng.integers(-900, 900, (60, 70, 50), dtype=np.int16), np.eye(4))
+    img.header.set_slope_inter(0.25, -3.0)
+    for suffix in ("nii", "nii.gz"):
+        nib.save(img, tmp_path / f"scaled.{suffix}")
+    opts = Options(voxels_per_job=20_000, chunk_voxels=4096)
+    one_job_per_slab(tmp_path / "scaled.nii", opts, tmp_path / "serial")
+    plan = make_plan("t1", open_source(tmp_path / "scaled.nii.gz"), opts)
+    assert (
+        plan.stages[0].count > 4 and len(bands(plan, open_source(tmp_path / "scaled.nii.gz"))) > 2
+    )
+    convert(Work(plan, tmp_path / "pooled", tmp_path / "work"), workers=2)
+    assert digest(tmp_path / "pooled") == digest(tmp_path / "serial")
+
+
+def test_a_gz_source_cut_short_fails_in_one_line(tmp_path, t1_copies):
+    """A .nii.gz that ends before its voxels do: the job says so, naming it, and writes no
+    info; its workers are not left waiting for bands that never come."""
+    cut = tmp_path / "cut.nii.gz"
+    whole = t1_copies["nii.gz"].read_bytes()
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    plan = make_plan("t1", open_source(cut), Options(voxels_per_job=200_000, chunk_voxels=4096))
+    with pytest.raises(InputError, match="cut.nii.gz: cannot decompress"):
+        convert(Work(plan, tmp_path / "out", tmp_path / "work"), workers=2)
+    assert not (tmp_path / "out" / "info").exists()
+    assert not list((tmp_path / "work").glob("*"))
+
+
+def test_a_failing_slab_of_a_band_fails_the_job(tmp_path, t1_copies, monkeypatch):
+    """A slab that fails (here: a bug raised in its worker) before it has read its band: the
+    job stops with that error instead of waiting forever for the band's slot."""
+    build = engine.build_slab
+
+    def failing(plan, root, stage, slab, **kw):
+        if slab == 3:
+            raise RuntimeError("slab 3 failed")
+        return build(plan, root, stage, slab, **kw)
+
+    monkeypatch.setattr(engine, "build_slab", failing)  # the forked workers inherit it
+    plan = make_plan(
+        "t1", open_source(t1_copies["nii.gz"]), Options(voxels_per_job=200_000, chunk_voxels=4096)
+    )
+    with pytest.raises(RuntimeError, match="slab 3 failed"):
+        convert(Work(plan, tmp_path / "out", tmp_path / "work"), workers=2)
+    assert not (tmp_path / "out" / "info").exists()
 
 
 def test_a_failing_dataset_leaves_the_others_done(tmp_path, t1_copies):

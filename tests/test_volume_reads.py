@@ -85,16 +85,16 @@ def test_a_damaged_deflate_stream_is_a_gzip_error(tmp_path):
     from isal import igzip
 
     from ngprecomputed.errors import InputError
-    from ngprecomputed.sources.volume import _decompressing, _GzipStream
+    from ngprecomputed.sources.volume import GzipStream, decompressing
 
     damaged = bytearray(gzip.compress(b"abc" * 300_000, mtime=0))
     damaged[20:70] = bytes(range(50))  # inside the first block's Huffman codes
     path = tmp_path / "damaged.nii.gz"
     path.write_bytes(bytes(damaged))
-    with pytest.raises(gzip.BadGzipFile), _GzipStream(path) as f:
+    with pytest.raises(gzip.BadGzipFile), GzipStream(path) as f:
         f.read(900_000)
     error = pytest.raises(InputError, match="damaged.nii.gz: cannot decompress")
-    with error, _decompressing(path), igzip.open(path) as f:
+    with error, decompressing(path), igzip.open(path) as f:
         f.read()
 
 

@@ -55,11 +55,13 @@ def build_slab(
     held: dict | None = None,
     opened=None,
     threads: int = 1,
+    after_read=None,
 ) -> None:
     """Write the chunks of slab ``slab_index`` of stage ``stage_index``, then its manifest.
     ``held``: a scale the slab makes whole is kept there, by index (its QC reads it);
     ``opened``: the source, already opened by this process; ``threads``: chunks written at a
-    time (a fanned-out slab, alone in its job).
+    time (a fanned-out slab, alone in its job); ``after_read``: called once the slab's input is
+    read and checked (its band of a source may then be reused).
 
     The raw pyramid is made from lossless data only: with a lossy encoding, the stage's last
     scale is also written raw to ``scratch`` for the next stage. If anything fails, the chunks
@@ -87,6 +89,8 @@ def build_slab(
         del values
     else:
         array = source_store(plan, root, scratch, stage.first - 1).read_box(inbox)
+    if after_read is not None:
+        after_read()
     method = "mode" if plan.type == "segmentation" else "mean"
     raw_copy = None  # the next stage reads this stage's last scale from here
     if plan.raw_copies and stage_index + 1 < len(plan.stages):

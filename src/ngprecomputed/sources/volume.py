@@ -8,14 +8,16 @@ against the stored type), never of one format's proxy attributes.
 Two faster paths give provably the same values: a plain, unscaled, uncompressed array file is read
 directly by offset (cube boxes, whole rows), and a gzip-compressed array file (``.nii.gz``,
 ``.mgz``, ``.BRIK.gz``, ``.img.gz``) is read through an exported ``indexed_gzip`` index (built
-once per file by the ``gzip_index`` rule) or decompressed once; nibabel still decodes the bytes.
+once per file by the ``gzip_index`` rule), decompressed once, or decompressed band by band into a
+ring that a job's workers read (``Window``); nibabel still decodes the bytes.
 """
 
 import gzip
 import io
 import logging
+import os
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import nibabel as nib
@@ -153,11 +155,16 @@ class VolumeSource:
     """One nibabel-readable volume; axes beyond the three spatial ones are channels."""
 
     def __init__(
-        self, path: Path, gzip_index: Path | None = None, decompressed: Path | None = None
+        self,
+        path: Path,
+        gzip_index: Path | None = None,
+        decompressed: Path | None = None,
+        window: "Window | None" = None,
     ):
         self.path = path
         self.gzip_index = gzip_index
         self.decompressed = decompressed  # the image file, decompressed (see decompress)
+        self.window = window  # a band of the decompressed image file (see Window)
         self.read_direct = False  # the last read bypassed nibabel's proxy (see read)
         self._img = load_image(path)
         self.format = FORMATS.get(type(self._img).__name__, type(self._img).__name__)
@@ -266,8 +273,10 @@ class VolumeSource:
                 yield self._with_image_file(nib.FileHolder(fileobj=f))
         elif self.decompressed is not None:
             yield self._with_image_file(nib.FileHolder(filename=str(self.decompressed)))
+        elif self.window is not None:
+            yield self._with_image_file(nib.FileHolder(fileobj=self.window))
         elif self.compression == "gzip" and type(self._img.dataobj) in _PLAIN_PROXIES:
-            with _GzipStream(self.data_path) as f:
+            with GzipStream(self.data_path) as f:
                 yield self._with_image_file(nib.FileHolder(fileobj=f))
         else:
             yield self._img
@@ -277,23 +286,26 @@ class VolumeSource:
         files["image"] = holder
         return type(self._img).from_file_map(files)
 
-    def _raw_file(self, img) -> str | None:
-        """The image file, when plain voxels of the stored type lie in it in Fortran order at
-        an offset (unscaled .nii, .img, .mgh, .BRIK, uncompressed): it can then be read in
-        pieces directly, giving exactly what nibabel gives."""
+    def _plain(self, img) -> bool:
+        """Plain voxels of the stored type in Fortran order at an offset (unscaled .nii, .img,
+        .mgh, .BRIK): read in pieces directly, they are exactly what nibabel gives."""
         proxy = img.dataobj
+        if self.scaled or type(proxy) not in _PLAIN_PROXIES:
+            return False
+        return proxy.order == "F" and getattr(proxy, "scaling", None) is None
+
+    def _raw_file(self, img) -> str | None:
+        """The image file, when it is plain (``_plain``) and uncompressed."""
         name = img.file_map["image"].filename
-        if not name or self.scaled or type(proxy) not in _PLAIN_PROXIES:
-            return None
-        if proxy.order != "F" or getattr(proxy, "scaling", None) is not None:
+        if not name or not self._plain(img):
             return None
         # the decompressed copy is plain by construction; an index's stream has no file name
         return None if img is self._img and self.compression else name
 
-    def _read_rows(self, img, name: str, slicer: tuple) -> np.ndarray:
-        """A box whose x range is not whole rows (a cube of a sharded dataset), read plane by
-        plane as whole rows of its y range, then cropped: one contiguous read per plane instead
-        of one per row segment (about 2.4x faster), one plane of rows held at a time."""
+    def _read_rows(self, img, f, slicer: tuple) -> np.ndarray:
+        """A box of a plain image file ``f`` (open, binary) read plane by plane as whole rows
+        of its y range, then cropped to its x range: one contiguous read per plane instead of
+        one per row segment (about 2.4x faster for cubes), one plane of rows held at a time."""
         proxy = img.dataobj
         shape = proxy.shape
         (x0, x1), (y0, y1), (z0, z1) = ((s.start, s.stop) for s in slicer[:3])
@@ -301,14 +313,13 @@ class VolumeSource:
         volumes = int(np.prod(shape[3:], dtype=int))
         out = np.empty((x1 - x0, y1 - y0, z1 - z0, volumes), dtype=proxy.dtype, order="F")
         row = nx * proxy.dtype.itemsize
-        with open(name, "rb") as f:
-            for t in range(volumes):
-                for z in range(z0, z1):
-                    f.seek(proxy.offset + ((t * nz + z) * ny + y0) * row)
-                    rows = np.fromfile(f, dtype=proxy.dtype, count=(y1 - y0) * nx)
-                    if rows.size != (y1 - y0) * nx:
-                        raise EOFError(f"{name}: file ends early")
-                    out[:, :, z - z0, t] = rows.reshape(y1 - y0, nx)[:, x0:x1].T
+        rows = np.empty((y1 - y0, nx), dtype=proxy.dtype)
+        for t in range(volumes):
+            for z in range(z0, z1):
+                f.seek(proxy.offset + ((t * nz + z) * ny + y0) * row)
+                if f.readinto(rows) != rows.nbytes:
+                    raise EOFError(f"{getattr(f, 'name', 'the image file')}: file ends early")
+                out[:, :, z - z0, t] = rows[:, x0:x1].T
         return out
 
     def _slicer(self, box: Box) -> tuple:
@@ -334,25 +345,29 @@ class VolumeSource:
         try:
             with self._image() as img:
                 name = self._raw_file(img) if cube else None
-                self.read_direct = bool(name)  # not by nibabel: a job checks it (values.py)
-                if name:
-                    data = self._read_rows(img, name, slicer).reshape(box_shape + self._other_shape)
+                banded = self.window is not None and self._spatial == [0, 1, 2]
+                # read directly, not by nibabel: a job checks it (values.py)
+                self.read_direct = bool(name) or (banded and self._plain(img))
+                if self.read_direct:
+                    with open(name, "rb") if name else nullcontext(self.window) as f:
+                        data = self._read_rows(img, f, slicer)
+                    data = data.reshape(box_shape + self._other_shape)
                 else:
                     data = np.asarray(img.dataobj[slicer])
         except (EOFError, OSError, ValueError, gzip.BadGzipFile) as e:
             raise InputError(f"{self.path}: cannot read voxels ({_short(e)}); truncated?") from None
         return self._as_channels(data, box_shape)
 
-    def bytes_before_end_of(self, box: Box) -> int | None:
-        """How much of the (decompressed) image file holds ``box``: a 3D plain array file in
-        Fortran order stores z planes one after another; None: all of it."""
+    def planes(self) -> tuple[int, int] | None:
+        """``(offset, bytes per z plane)`` of a 3D plain array file in Fortran order (its
+        decompressed bytes for a .gz), whose z planes come one after another; else None."""
         proxy = self._img.dataobj
         if type(proxy) not in _PLAIN_PROXIES or proxy.order != "F" or len(proxy.shape) != 3:
             return None
         if self._spatial != [0, 1, 2] or self._fields:
             return None
         nx, ny, _ = proxy.shape
-        return int(proxy.offset + nx * ny * box[2][1] * proxy.dtype.itemsize)
+        return int(proxy.offset), int(nx * ny * proxy.dtype.itemsize)
 
     def nibabel_values(self, box: Box) -> np.ndarray:
         """nibabel's own values in ``box``, ``[x, y, z, channel]``: one proxy read, none of
@@ -365,7 +380,7 @@ class VolumeSource:
 _PLAIN_PROXIES = (ArrayProxy, nib.brikhead.AFNIArrayProxy)
 
 
-class _GzipStream(io.RawIOBase):
+class GzipStream(io.RawIOBase):
     """A gzip file read through ISA-L (4x zlib here) by nibabel: whole reads land in one
     buffer, filled 4 MiB at a time (ISA-L's own ``read(n)`` of a large ``n`` is 4x slower);
     no ``fileno``, so nibabel does not try to memory-map it."""
@@ -410,8 +425,64 @@ class _GzipStream(io.RawIOBase):
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._f.seek(offset, whence)
 
+    def copy_to(self, fd: int, at: int, n: int) -> int:
+        """The next ``n`` bytes written to the file ``fd`` at offset ``at``, a piece at a time
+        through one buffer; how many there were (fewer: the file ended)."""
+        piece = memoryview(bytearray(min(n, self.PIECE)))
+        done = 0
+        while done < n and (got := self.readinto(piece[: min(len(piece), n - done)])):
+            os.pwrite(fd, piece[:got], at + done)
+            done += got
+        return done
+
     def tell(self) -> int:
         return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class Window(io.RawIOBase):
+    """A decompressed image file as nibabel reads it, from two parts of it: its first
+    ``len(head)`` bytes (the header) and bytes ``start..start + length`` (a band of z planes),
+    which lie at offset ``at`` of the file ``path`` (a job's ring of bands, see engine.py).
+    Reading anything else is a bug."""
+
+    def __init__(self, head: bytes, path: Path, start: int, length: int, at: int):
+        super().__init__()
+        self.name = str(path)
+        self._head, self._start, self._end, self._at = head, start, start + length, at
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = (0, self._pos, self._end)[whence] + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        pos, n = self._pos, len(view)
+        if pos + n <= len(self._head):
+            view[:] = self._head[pos : pos + n]
+        elif self._start <= pos and pos + n <= self._end:
+            if os.preadv(self._f.fileno(), [view], self._at + pos - self._start) != n:
+                raise EOFError(f"{self.name}: the band ends early")
+        else:
+            raise RuntimeError(  # not an input error: the band was cut wrong
+                f"bytes {pos}..{pos + n} are outside the band {self._start}..{self._end}"
+            )
+        self._pos += n
+        return n
 
     def close(self) -> None:
         self._f.close()
@@ -431,31 +502,19 @@ def _short(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def decompress(path: Path, out: Path, progress=None) -> None:
+def decompress(path: Path, out: Path) -> None:
     """The volume's gzip-compressed image file decompressed once (a .nii.gz becomes its .nii,
     byte for byte): cube-shaped slabs (sharded datasets) then read only their part of each
-    section instead of decompressing whole sections of their z range each. ``progress``: given,
-    the bytes go straight to ``out`` (readers start on its beginning while the rest comes) and
-    it is called with the count written so far."""
+    section instead of decompressing whole sections of their z range each."""
     from isal import igzip  # Intel's ISA-L: 4x Python's zlib here
 
     data = image_file(path)
-    with _decompressing(data), igzip.open(data, "rb") as src:
-        if progress is None:
-            with atomic_file(out) as dst:
-                shutil.copyfileobj(src, dst, 2**22)
-            return
-        with open(out, "wb") as dst:
-            written = 0
-            while piece := src.read(2**22):
-                dst.write(piece)
-                dst.flush()  # in the page cache: readers in other processes see it
-                written += len(piece)
-                progress(written)
+    with decompressing(data), igzip.open(data, "rb") as src, atomic_file(out) as dst:
+        shutil.copyfileobj(src, dst, 2**22)
 
 
 @contextmanager
-def _decompressing(data: Path):
+def decompressing(data: Path):
     """A damaged compressed file as one line; a full or read-only disk stays the disk's fault."""
     from isal.isal_zlib import error as IsalError
 
@@ -480,7 +539,7 @@ def build_gzip_index(path: Path, out: Path, spacing: int = 4 * 2**20) -> None:
     data = image_file(path)
     tmp = out.with_name(out.name + ".tmp")
     try:
-        with _decompressing(data), indexed_gzip.IndexedGzipFile(str(data), spacing=spacing) as f:
+        with decompressing(data), indexed_gzip.IndexedGzipFile(str(data), spacing=spacing) as f:
             f.build_full_index()
             f.export_index(str(tmp))
     except BaseException:
