@@ -303,9 +303,11 @@ class VolumeSource:
         return None if img is self._img and self.compression else name
 
     def _read_rows(self, img, f, slicer: tuple) -> np.ndarray:
-        """A box of a plain image file ``f`` (open, binary) read plane by plane as whole rows
-        of its y range, then cropped to its x range: one contiguous read per plane instead of
-        one per row segment (about 2.4x faster for cubes), one plane of rows held at a time."""
+        """A box of a plain image file ``f`` (open, binary), plane by plane: one contiguous read
+        per plane of its y range's rows, straight into the box when its x range is whole rows,
+        else cropped (about 2.4x faster than a read per row segment for cubes). nibabel's own
+        read of such a box copies it twice, through a new shared memory map (0.57 s more for
+        555 MB here)."""
         proxy = img.dataobj
         shape = proxy.shape
         (x0, x1), (y0, y1), (z0, z1) = ((s.start, s.stop) for s in slicer[:3])
@@ -313,13 +315,16 @@ class VolumeSource:
         volumes = int(np.prod(shape[3:], dtype=int))
         out = np.empty((x1 - x0, y1 - y0, z1 - z0, volumes), dtype=proxy.dtype, order="F")
         row = nx * proxy.dtype.itemsize
-        rows = np.empty((y1 - y0, nx), dtype=proxy.dtype)
+        whole = (x0, x1) == (0, nx)
+        rows = None if whole else np.empty((y1 - y0, nx), dtype=proxy.dtype)
         for t in range(volumes):
             for z in range(z0, z1):
                 f.seek(proxy.offset + ((t * nz + z) * ny + y0) * row)
-                if f.readinto(rows) != rows.nbytes:
+                into = out[:, :, z - z0, t].T if whole else rows  # C order: the file's
+                if f.readinto(into) != into.nbytes:
                     raise EOFError(f"{getattr(f, 'name', 'the image file')}: file ends early")
-                out[:, :, z - z0, t] = rows[:, x0:x1].T
+                if not whole:
+                    out[:, :, z - z0, t] = rows[:, x0:x1].T
         return out
 
     def _slicer(self, box: Box) -> tuple:
@@ -341,13 +346,14 @@ class VolumeSource:
         """Voxels of ``box`` as an array ``[x, y, z, channel]`` in ``self.dtype`` (scaled)."""
         slicer = self._slicer(box)
         box_shape = tuple(hi - lo for lo, hi in box)
-        cube = self._spatial == [0, 1, 2] and slicer[0] != slice(0, self.shape[0])
+        ordered = self._spatial == [0, 1, 2]
         try:
             with self._image() as img:
-                name = self._raw_file(img) if cube else None
-                banded = self.window is not None and self._spatial == [0, 1, 2]
+                name = self._raw_file(img) if ordered else None
                 # read directly, not by nibabel: a job checks it (values.py)
-                self.read_direct = bool(name) or (banded and self._plain(img))
+                self.read_direct = bool(name) or (
+                    ordered and self.window is not None and self._plain(img)
+                )
                 if self.read_direct:
                     with open(name, "rb") if name else nullcontext(self.window) as f:
                         data = self._read_rows(img, f, slicer)
