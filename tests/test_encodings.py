@@ -50,6 +50,7 @@ def pixels_by_formula(array) -> np.ndarray:
 
 def test_registered():
     assert set(CODECS) == {"raw", "jpeg", "png", "compressed_segmentation"}
+    assert all(codec(name).__name__.endswith(name) for name in CODECS)
     assert codec("png") is png
 
 

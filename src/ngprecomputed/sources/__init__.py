@@ -5,11 +5,14 @@ header's scaling), ``affine`` (voxel centres to millimetres) and ``read(box)``.
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .slices import SliceSource
 from .volume import VolumeSource
 
-__all__ = ["SliceSource", "VolumeSource", "is_precomputed", "is_slice_stack", "open_source"]
+if TYPE_CHECKING:  # imported when a stack is opened: a volume's job does without it
+    from .slices import SliceSource
+
+__all__ = ["VolumeSource", "is_precomputed", "is_slice_stack", "open_source"]
 
 
 def is_precomputed(spec: str | Path) -> bool:
@@ -31,11 +34,13 @@ def open_source(
     voxel_size: tuple[float, float, float] | None = None,
     orientation: str | None = None,
     decompressed: str | Path | None = None,
-) -> VolumeSource | SliceSource:
+) -> "VolumeSource | SliceSource":
     """A volume file (``gzip_index``: an exported indexed_gzip index for .gz files;
     ``decompressed``: the file decompressed), or a stack of section images (``;`` separates
     channels), with its voxel size and orientation."""
     if is_slice_stack(spec):
+        from .slices import SliceSource
+
         return SliceSource(
             str(spec).split(";"), voxel_size or (1.0, 1.0, 1.0), orientation or "RAS"
         )
