@@ -139,8 +139,9 @@ def _stage0_in_bands(work: Work, workers: int, ring: Path) -> bool:
             decompress(Path(plan.source), ring)
         return False
     data = image_file(Path(plan.source))
-    slots = min(RING_SLOTS, len(cut))
-    size = max(b.end - b.start for b in cut)
+    size = max(b.end - b.start for b in cut)  # every band's but the last
+    # a ring no smaller than the file (a few deep bands: cube slabs) is the file, unwrapped
+    slots = RING_SLOTS if RING_SLOTS * size < cut[-1].end - cut[0].start else len(cut)
     context = multiprocessing.get_context("fork")
     _RELEASED[:] = [context.Semaphore(0) for _ in range(slots)]
     waiting = [0] * slots  # slabs of the band in each slot that have not read it yet
