@@ -152,6 +152,23 @@ def test_a_scaled_gz_source_in_bands_reads_as_nibabel_scales_it(tmp_path):
     assert digest(tmp_path / "pooled") == digest(tmp_path / "serial")
 
 
+def test_a_4d_gz_source_is_decompressed_whole_and_reads_like_its_nii(tmp_path):
+    """A 4D .nii.gz (its z planes are not one after another: a volume after the other) is
+    not cut in bands: it is decompressed whole, and converts to the bytes of its .nii."""
+    rng = np.random.default_rng(6)
+    img = nib.Nifti1Image(rng.integers(0, 255, (50, 60, 40, 2), dtype=np.uint8), np.eye(4))
+    for suffix in ("nii", "nii.gz"):
+        nib.save(img, tmp_path / f"two.{suffix}")
+    opts = Options(voxels_per_job=20_000, chunk_voxels=4096)
+    one_job_per_slab(tmp_path / "two.nii", opts, tmp_path / "serial")
+    source = open_source(tmp_path / "two.nii.gz")
+    plan = make_plan("t1", source, opts)
+    assert plan.stages[0].count > 4 and bands(plan, source) is None
+    convert(Work(plan, tmp_path / "pooled", tmp_path / "work"), workers=2)
+    assert digest(tmp_path / "pooled") == digest(tmp_path / "serial")
+    assert not list((tmp_path / "work").glob("*"))
+
+
 def test_a_gz_source_cut_short_fails_in_one_line(tmp_path, t1_copies):
     """A .nii.gz that ends before its voxels do: the job says so, naming it, and writes no
     info; its workers are not left waiting for bands that never come."""
