@@ -169,14 +169,25 @@ def test_a_4d_gz_source_is_decompressed_whole_and_reads_like_its_nii(tmp_path):
     assert not list((tmp_path / "work").glob("*"))
 
 
-def test_a_gz_source_cut_short_fails_in_one_line(tmp_path, t1_copies):
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("cut", "cut.nii.gz: cannot decompress"),  # the gzip stream itself cut short
+        ("short", "short.nii.gz: ends before the voxels its header describes"),  # a whole stream
+    ],
+)
+def test_a_gz_source_cut_short_fails_in_one_line(tmp_path, t1_copies, damage, said):
     """A .nii.gz that ends before its voxels do: the job says so, naming it, and writes no
     info; its workers are not left waiting for bands that never come."""
-    cut = tmp_path / "cut.nii.gz"
-    whole = t1_copies["nii.gz"].read_bytes()
-    cut.write_bytes(whole[: len(whole) * 2 // 3])
-    plan = make_plan("t1", open_source(cut), Options(voxels_per_job=200_000, chunk_voxels=4096))
-    with pytest.raises(InputError, match="cut.nii.gz: cannot decompress"):
+    bad = tmp_path / f"{damage}.nii.gz"
+    if damage == "cut":
+        whole = t1_copies["nii.gz"].read_bytes()
+        bad.write_bytes(whole[: len(whole) * 2 // 3])
+    else:
+        whole = t1_copies["nii"].read_bytes()
+        bad.write_bytes(gzip.compress(whole[: len(whole) * 2 // 3], compresslevel=1))
+    plan = make_plan("t1", open_source(bad), Options(voxels_per_job=200_000, chunk_voxels=4096))
+    with pytest.raises(InputError, match=said):
         convert(Work(plan, tmp_path / "out", tmp_path / "work"), workers=2)
     assert not (tmp_path / "out" / "info").exists()
     assert not list((tmp_path / "work").glob("*"))
