@@ -178,10 +178,29 @@ def _count_values(v: np.ndarray, low: int, n: int, piece: int = 2**16) -> np.nda
     """How often each of ``n`` values (from ``low``) occurs in ``v``, counted a piece at a time:
     ``bincount`` makes an int64 copy of its input, and a whole slab's copy (8x its size) in
     fresh memory cost 10x the counting itself (measured: 0.17 s vs 0.012 s for 9 M voxels)."""
+    if v.dtype.itemsize == 1:
+        return _count_bytes(v)[np.arange(256) ^ (0x80 if low else 0)]
     out = np.zeros(n, np.int64)
     for i in range(0, v.size, piece):
         part = v[i : i + piece]
         out += np.bincount(part if low == 0 else part.astype(np.int64) - low, minlength=n)
+    return out
+
+
+def _count_bytes(v: np.ndarray, piece: int = 2**16) -> np.ndarray:
+    """How often each byte occurs in the contiguous 8-bit ``v``, counted two at a time: each
+    pair read as one 16-bit value (half the elements for ``bincount``: 2x faster), each byte
+    of the pair then summed out (whatever the byte order)."""
+    b = np.ascontiguousarray(v).view(np.uint8)
+    even = b.size // 2 * 2
+    pairs = b[:even].view(np.uint16)
+    counts = np.zeros(2**16, np.int64)
+    for i in range(0, pairs.size, piece):
+        counts += np.bincount(pairs[i : i + piece], minlength=2**16)
+    square = counts.reshape(256, 256)
+    out = square.sum(axis=0) + square.sum(axis=1)
+    if even < b.size:
+        out[b[-1]] += 1
     return out
 
 

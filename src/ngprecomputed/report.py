@@ -80,22 +80,22 @@ def window(hist: Histogram) -> tuple[float, float]:
     return (lo_v, hi_v) if hi_v > lo_v else (lo_v, lo_v + 1)
 
 
-def to_rgb(plane: np.ndarray, info: dict, span: tuple[float, float]) -> np.ndarray:
-    """Display colours of a sampled slice: labels coloured, 8-bit RGB as is, else channel 0
-    in grey over ``span``."""
+def to_display(plane: np.ndarray, info: dict, span: tuple[float, float]) -> np.ndarray:
+    """Display pixels of a sampled slice: labels coloured, 8-bit RGB as is, else channel 0
+    in grey over ``span`` (one channel: a third of the bytes to compress and to show)."""
     if info["type"] == "segmentation":
         return label_colors(plane[..., 0])
     if plane.shape[2] == 3 and plane.dtype == np.uint8:
         return plane
     v = plane[..., 0].astype(np.float64)
     lo, hi = span
-    grey = np.clip((np.nan_to_num(v, nan=lo) - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=2)
+    return np.clip((np.nan_to_num(v, nan=lo) - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
 
 
 def png_bytes(image: Image.Image) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=6)  # optimize=True: 5x the time, 10% smaller
+    # level 3: half the time of 6 for 4% more bytes; optimize=True: 5x the time, 10% smaller
+    image.save(out, format="PNG", compress_level=3)
     return out.getvalue()
 
 
@@ -192,7 +192,7 @@ def qc_images(
             shown = thumbnail_shape(info, axis, px)
             shape = sample_shape(info, k, axis, shown)
             plane = sample_slice(root, info, k, axis, shape, slab_voxels, held)
-            plane = to_rgb(plane, info, span)
+            plane = to_display(plane, info, span)
             images[k, name] = (png_bytes(Image.fromarray(np.ascontiguousarray(plane))), shown)
     if "histogram" in data:
         images["histogram"] = (histogram_png(Histogram(**data["histogram"])), (512, 160))
