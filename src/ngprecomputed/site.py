@@ -131,7 +131,7 @@ def volume_picture(folder: Path, info: dict, layer: dict) -> bytes | None:
     from nibabel.orientations import apply_orientation, io_orientation
     from PIL import Image
 
-    from .report import label_colors, png_bytes, to_rgb
+    from .report import label_colors, png_bytes, to_display
 
     k = viewer.range_scale(info)
     try:
@@ -148,8 +148,8 @@ def volume_picture(folder: Path, info: dict, layer: dict) -> bytes | None:
     else:
         span = layer.get("shaderControls", {}).get("normalized", {}).get("range")
         span = tuple(span) if span else (float(plane.min()), float(plane.max()) + 1)
-        rgb = to_rgb(plane, info, span)
-    image = Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 0, 2)[::-1]))
+        rgb = to_display(plane, info, span)  # grey: one channel
+    image = Image.fromarray(np.ascontiguousarray(np.swapaxes(rgb, 0, 1)[::-1]))
     image.thumbnail((PICTURE_PIXELS, PICTURE_PIXELS), Image.NEAREST)
     return png_bytes(image)
 
