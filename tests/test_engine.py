@@ -134,18 +134,24 @@ def test_a_gz_source_is_inflated_into_a_ring_of_bands(tmp_path, t1_copies, monke
     assert max(ends) <= RING_SLOTS * max(b.end - b.start for b in cut) < cut[-1].end - offset
 
 
+def gz_and_nii(img, folder, name):
+    """``img`` saved as .nii and .nii.gz in ``folder``, the .nii converted slab by slab into
+    ``folder/serial``; the .nii.gz's source and plan (small slabs)."""
+    opts = Options(voxels_per_job=20_000, chunk_voxels=4096)
+    for suffix in ("nii", "nii.gz"):
+        nib.save(img, folder / f"{name}.{suffix}")
+    one_job_per_slab(folder / f"{name}.nii", opts, folder / "serial")
+    source = open_source(folder / f"{name}.nii.gz")
+    return source, make_plan("t1", source, opts)
+
+
 def test_a_scaled_gz_source_in_bands_reads_as_nibabel_scales_it(tmp_path):
     """A .nii.gz with a slope and an intercept is read from its bands by nibabel (not directly):
     the bytes of the same volume converted slab by slab from its .nii."""
     rng = np.random.default_rng(5)
     img = nib.Nifti1Image(rng.integers(-900, 900, (60, 70, 50), dtype=np.int16), np.eye(4))
     img.header.set_slope_inter(0.25, -3.0)
-    for suffix in ("nii", "nii.gz"):
-        nib.save(img, tmp_path / f"scaled.{suffix}")
-    opts = Options(voxels_per_job=20_000, chunk_voxels=4096)
-    one_job_per_slab(tmp_path / "scaled.nii", opts, tmp_path / "serial")
-    source = open_source(tmp_path / "scaled.nii.gz")
-    plan = make_plan("t1", source, opts)
+    source, plan = gz_and_nii(img, tmp_path, "scaled")
     assert source.scaled and len(bands(plan, source)) > 2
     convert(Work(plan, tmp_path / "pooled", tmp_path / "work"), workers=2)
     assert digest(tmp_path / "pooled") == digest(tmp_path / "serial")
@@ -156,12 +162,7 @@ def test_a_4d_gz_source_is_decompressed_whole_and_reads_like_its_nii(tmp_path):
     not cut in bands: it is decompressed whole, and converts to the bytes of its .nii."""
     rng = np.random.default_rng(6)
     img = nib.Nifti1Image(rng.integers(0, 255, (50, 60, 40, 2), dtype=np.uint8), np.eye(4))
-    for suffix in ("nii", "nii.gz"):
-        nib.save(img, tmp_path / f"two.{suffix}")
-    opts = Options(voxels_per_job=20_000, chunk_voxels=4096)
-    one_job_per_slab(tmp_path / "two.nii", opts, tmp_path / "serial")
-    source = open_source(tmp_path / "two.nii.gz")
-    plan = make_plan("t1", source, opts)
+    source, plan = gz_and_nii(img, tmp_path, "two")
     assert plan.stages[0].count > 4 and bands(plan, source) is None
     convert(Work(plan, tmp_path / "pooled", tmp_path / "work"), workers=2)
     assert digest(tmp_path / "pooled") == digest(tmp_path / "serial")

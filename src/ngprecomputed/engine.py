@@ -126,7 +126,7 @@ def _stage0_in_bands(work: Work, workers: int, ring: Path) -> bool:
     (measured: 1.3 s for the 555 MB x4 T1 written whole, 0.1 s rewritten), and the disk holds
     two bands instead of the whole decompressed volume. False: the file's voxels are not
     planes one after another; it is then only decompressed into ``ring``, whole."""
-    from .sources.volume import GzipStream, VolumeSource, decompress, decompressing, image_file
+    from .sources.volume import GzipStream, VolumeSource, decompress, decompressing
 
     plan = work.plan
     source = work.source
@@ -138,7 +138,7 @@ def _stage0_in_bands(work: Work, workers: int, ring: Path) -> bool:
         with naming(plan.dataset):
             decompress(Path(plan.source), ring)
         return False
-    data = image_file(Path(plan.source))
+    data = source.data_path  # the header already named it (a .BRIK.gz beside its .HEAD)
     size = max(b.end - b.start for b in cut)  # every band's but the last
     # a ring no smaller than the file (a few deep bands: cube slabs) is the file, unwrapped
     slots = RING_SLOTS if RING_SLOTS * size < cut[-1].end - cut[0].start else len(cut)
