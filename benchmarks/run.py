@@ -240,10 +240,21 @@ def ours_venv(root: Path, log: Path) -> Path:
     return python
 
 
+def compile_ours() -> None:
+    """Byte-compile this checkout's package, as pip does for what it installs (the peers'
+    packages are compiled at install; an editable install is compiled on its first import on a
+    user's machine): otherwise, where ``PYTHONDONTWRITEBYTECODE`` is set, every one of our
+    processes (each job) compiles the package again, ~0.03 s that no user pays."""
+    cmd = [OURS_PYTHON[0], "-m", "compileall", "-q", str(ROOT / "src")]
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, env=command_env(), check=False)
+
+
 def command_env() -> dict[str, str]:
     """Our venv's scripts first on PATH (``ngprecomputed``, ``snakemake``), then this
     interpreter's (the peers' console scripts)."""
     env = dict(os.environ)
+    # bytecode is written as on a user's machine (some sandboxes set this; see compile_ours)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     bins = dict.fromkeys([str(Path(OURS_PYTHON[0]).parent), str(Path(sys.executable).parent)])
     path = [*SHIMS, *bins, env.get("PATH", "")]
     env["PATH"] = os.pathsep.join(path)
@@ -1495,6 +1506,7 @@ def main() -> int:
     if a.meshes:
         return run_meshes(out, a.quick)
     OURS_PYTHON[0] = str(ours_venv(out / "peers" / "ours", out / "logs" / "ours_venv.log"))
+    compile_ours()
     preflight()
     shim_note = slurm_shim(out)
     ig = Igneous(out / "peers" / "igneous", out / "logs" / "igneous_venv.log")

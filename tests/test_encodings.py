@@ -286,6 +286,29 @@ def test_compressed_segmentation_accepts_read_only_and_strided_input():
     )
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.uint64])
+def test_compressed_segmentation_one_label_chunks_are_the_packages_bytes(dtype):
+    """Chunks of one label are encoded once and reused: each still gets the package's own
+    bytes for its shape, label and type, and a mixed chunk is never served from them."""
+    import compressed_segmentation as package
+
+    wide = np.uint64 if dtype == np.uint64 else np.uint32
+    for shape in [(64, 64, 64, 1), (64, 64, 64, 1), (30, 64, 17, 1)]:
+        for label in (0, 7, 0):
+            a = np.full(shape, label, dtype)
+            expected = package.compress(
+                np.asfortranarray(a[..., 0].astype(wide)), block_size=(8, 8, 8), order="F"
+            )
+            assert cseg.encode(a, (8, 8, 8)) == expected
+            assert cseg.encode(a, (4, 4, 4)) != expected  # the block size is part of the key
+            np.testing.assert_array_equal(cseg.decode(expected, shape, wide), a)
+            mixed = a.copy()
+            mixed.flat[-1] = label + 1
+            np.testing.assert_array_equal(
+                cseg.decode(cseg.encode(mixed, (8, 8, 8)), shape, wide), mixed
+            )
+
+
 @pytest.mark.parametrize(
     ("array", "words"),
     [
