@@ -241,3 +241,69 @@ def test_convert_one_file_without_a_sheet(tmp_path, t1_copies, data):
     assert digest(out) == digest(tmp_path / "serial")
     assert json.loads((out / "info").read_text())["type"] == "image"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serial", "t1"]  # no scratch left
+
+
+def png_stack(folder, vol, orientation="RAS"):
+    """``vol`` (RAS) as PNG sections in stack order for ``orientation`` RAS (axial) or RIA
+    (coronal, posterior to anterior, rows going inferior)."""
+    from PIL import Image
+
+    folder.mkdir()
+    sections = (
+        [vol[:, :, k].T for k in range(vol.shape[2])]
+        if orientation == "RAS"
+        else [vol[:, k, ::-1].T for k in range(vol.shape[1])]
+    )
+    for k, image in enumerate(sections):
+        Image.fromarray(np.ascontiguousarray(image)).save(folder / f"s{k}.png")
+    return folder
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "RIA"])
+def test_a_png_stack_is_decoded_once_into_a_ring(tmp_path, data, orientation, monkeypatch):
+    """The slabs side by side of a band read its sections from the ring: every section file
+    is decoded once (not once per slab), the bytes are those of slabs decoding their own
+    sections, TensorStore reads the stack's voxels back, and the ring is gone after."""
+    from ngprecomputed.sources import slices
+
+    vol = np.asanyarray(nib.load(data["mni_t1"]).dataobj)[:, :, 40:120]
+    stack = png_stack(tmp_path / "stack", vol, orientation)
+    opts = Options(voxels_per_job=300_000, chunk_voxels=4096, orientation=orientation)
+    source = open_source(str(stack), **engine.source_options(opts))
+    plan = make_plan("s", source, opts)
+    cut = engine.section_bands(plan, source)
+    assert max(len(b.slabs) for b in cut) > 1 and engine._banded(
+        Work(plan, tmp_path, tmp_path), source
+    )
+    assert sorted(i for b in cut for i in b.slabs) == list(range(plan.stages[0].count))
+    decoded = tmp_path / "decoded.txt"  # appended to by every worker (forked after this)
+    read_region = slices._read_region
+
+    def counting(path, *args):
+        with open(decoded, "a") as f:
+            f.write(f"{path.name}\n")
+        return read_region(path, *args)
+
+    monkeypatch.setattr(slices, "_read_region", counting)
+    convert(Work(plan, tmp_path / "ring", tmp_path / "work"), workers=2)
+    names = decoded.read_text().split()
+    assert sorted(names) == sorted(p.name for p in stack.iterdir())  # each file once
+    assert not list((tmp_path / "work").glob("*"))
+    monkeypatch.setattr(engine, "_banded", lambda work, source: False)
+    convert(Work(plan, tmp_path / "own", tmp_path / "work2"), workers=2)
+    assert len(decoded.read_text().split()) > 2 * len(names)  # the slabs decoding their own
+    assert digest(tmp_path / "ring") == digest(tmp_path / "own")
+    np.testing.assert_array_equal(read_tensorstore(tmp_path / "ring", 0)[..., 0], vol)
+
+
+def test_a_damaged_section_fails_the_ring_in_one_line(tmp_path, data):
+    vol = np.asanyarray(nib.load(data["mni_t1"]).dataobj)[:, :, 40:120]
+    stack = png_stack(tmp_path / "stack", vol)
+    (stack / "s50.png").write_bytes((stack / "s50.png").read_bytes()[:300])
+    opts = Options(voxels_per_job=300_000, chunk_voxels=4096)
+    plan = make_plan("s", open_source(str(stack)), opts)
+    with pytest.raises(InputError) as e:
+        convert(Work(plan, tmp_path / "out", tmp_path / "work"), workers=2)
+    assert "s50.png" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out" / "info").exists()
+    assert not list((tmp_path / "work").glob("*"))

@@ -13,9 +13,11 @@ Workers are forked, not spawned: they start in microseconds with the package alr
 and the plan in memory.
 """
 
+import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +34,7 @@ from .job import FORMAT, Failed, say_error
 from .plan import NAMES_DIR, Plan
 from .pyramid import build_slab
 from .settings import source_options
-from .sources import open_source
+from .sources import is_slice_stack, open_source
 from .store import write_atomic, write_manifest
 
 log = logging.getLogger(__name__)
@@ -82,13 +84,23 @@ def _pool(workers: int):
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
-def _streamed(work: Work) -> bool:
-    """Is stage 0 read from a .gz source decompressed by this job, while its slabs already run?"""
-    return work.plan.gzip_source and work.plan.stages[0].count > 1
+def _banded(work: Work, source) -> bool:
+    """Is stage 0 read through a ring of bands made once by this job while its slabs run: a
+    .gz source inflated, or a stack of PNG/JPEG sections decoded, that several slabs read?"""
+    plan = work.plan
+    if plan.stages[0].count < 2:
+        return False
+    if plan.gzip_source:
+        return True
+    from .sources.slices import SliceSource
+
+    if not isinstance(source, SliceSource) or not source.decodes_whole:
+        return False  # a TIFF section is read by strips or tiles: each slab reads its own
+    return any(len(band.slabs) > 1 for band in section_bands(plan, source))
 
 
-# Bands of a ring decompressed at once; each slot is reused once every slab of its band has read
-# its box. Inflating a band (ISA-L: 555 MB in 0.15 s here) is much faster than converting its
+# Bands of a ring made at once; each slot is reused once every slab of its band has read its
+# box. Inflating a band (ISA-L: 555 MB in 0.15 s here) is much faster than converting its
 # slabs, so two slots keep the workers busy.
 RING_SLOTS = 2
 _RELEASED: list = []  # per slot: a semaphore a slab releases once read (inherited by the fork)
@@ -96,7 +108,8 @@ _RELEASED: list = []  # per slot: a semaphore a slab releases once read (inherit
 
 @dataclass(frozen=True)
 class Band:
-    """The z planes that some of stage 0's slabs read: bytes ``start..end`` of the file."""
+    """What some of stage 0's slabs read: bytes ``start..end`` of the file (a .gz source's
+    z planes), or of the stack's sections decoded one after another (``section_bands``)."""
 
     start: int
     end: int
@@ -110,66 +123,153 @@ def bands(plan: Plan, source) -> list[Band] | None:
     if layout is None:
         return None
     offset, plane = layout
-    by_z: dict[tuple[int, int], list[int]] = {}
-    for i in range(plan.stages[0].count):
-        by_z.setdefault(plan.input_box(0, i)[2], []).append(i)
     return [
-        Band(offset + z0 * plane, offset + z1 * plane, tuple(slabs))
-        for (z0, z1), slabs in sorted(by_z.items())
+        Band(offset + z0 * plane, offset + z1 * plane, slabs)
+        for (z0, z1), slabs in _slabs_by_range(plan, 2)
     ]
 
 
-def _stage0_in_bands(work: Work, workers: int, ring: Path) -> bool:
-    """Stage 0 of a .gz source, its file inflated once (ISA-L), band after band, into the slots
-    of a small ring file that the workers read their slabs from while the next band is
-    inflated. Its pages are reused: in a VM, a new page of file data cost ~10x rewriting one
-    (measured: 1.3 s for the 555 MB x4 T1 written whole, 0.1 s rewritten), and the disk holds
-    two bands instead of the whole decompressed volume. False: the file's voxels are not
-    planes one after another; it is then only decompressed into ``ring``, whole."""
+def section_bands(plan: Plan, source) -> list[Band]:
+    """Stage 0's slabs grouped by the sections they read (a PNG or JPEG is decoded whole for
+    any box of it: the slabs side by side of a band share one decoding), in stack order."""
+    axis, flipped = source.slice_axis()
+    n, per = source.shape[axis], source.section_bytes * len(source.files)
+    cut = []
+    for (a, b), slabs in _slabs_by_range(plan, axis):
+        first, last = (n - b, n - a) if flipped else (a, b)
+        cut.append(Band(first * per, last * per, slabs))
+    return sorted(cut, key=lambda band: band.start)
+
+
+def _slabs_by_range(plan: Plan, axis: int) -> list[tuple[tuple[int, int], tuple[int, ...]]]:
+    """Stage 0's slabs by the range of ``axis`` they read, in order."""
+    by_range: dict[tuple[int, int], list[int]] = {}
+    for i in range(plan.stages[0].count):
+        by_range.setdefault(tuple(plan.input_box(0, i)[axis]), []).append(i)
+    return [(r, tuple(slabs)) for r, slabs in sorted(by_range.items())]
+
+
+def _stage0_in_bands(work: Work, workers: int, ring: Path, source) -> bool:
+    """Stage 0 read through a ring (``_banded``); False: a .gz file whose voxels are not
+    planes one after another, only decompressed into ``ring``, whole."""
+    from .sources.slices import SliceSource
+
+    ring.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, SliceSource):
+        _sections_in_bands(work, workers, ring, source)
+        return True
+    return _gz_in_bands(work, workers, ring, source)
+
+
+def _gz_in_bands(work: Work, workers: int, ring: Path, source) -> bool:
+    """A .gz source's file inflated once (ISA-L), band after band, into the slots of a small
+    ring file that the workers read their slabs from while the next band is inflated. Its
+    pages are reused: in a VM, a new page of file data cost ~10x rewriting one (measured: 1.3 s
+    for the 555 MB x4 T1 written whole, 0.1 s rewritten), and the disk holds two bands instead
+    of the whole decompressed volume."""
     from .sources.volume import GzipStream, VolumeSource, decompress, decompressing
 
     plan = work.plan
-    source = work.source
     if not isinstance(source, VolumeSource):
         source = VolumeSource(Path(plan.source))
     cut = bands(plan, source)
-    ring.parent.mkdir(parents=True, exist_ok=True)
     if cut is None:
         with naming(plan.dataset):
             decompress(Path(plan.source), ring)
         return False
     data = source.data_path  # the header already named it (a .BRIK.gz beside its .HEAD)
+    with (
+        naming(plan.dataset),
+        decompressing(data),
+        GzipStream(data) as stream,
+        open(ring, "wb") as out,
+    ):
+        short = InputError(f"{data}: ends before the voxels its header describes")
+        head = bytes(stream.read(cut[0].start))
+        if len(head) < cut[0].start:
+            raise short
+
+        def fill(pool, band: Band, at: int) -> None:
+            stream.seek(band.start)
+            if stream.copy_to(out.fileno(), at, band.end - band.start) < band.end - band.start:
+                raise short
+
+        def task(band: Band, slab: int, at: int):
+            window = (head, ring, band.start, band.end - band.start, at)
+            return _band_slab, plan, work.root, slab, work.scratch, window
+
+        _ring(plan, workers, cut, fill, task)
+    return True
+
+
+def _sections_in_bands(work: Work, workers: int, ring: Path, source) -> None:
+    """A stack's PNG or JPEG sections each decoded once, band after band, into a ring the
+    slabs read their boxes from: before, each of a band's slabs side by side decoded every
+    section of the band again (4x the decoding of a 788 x 932 stack cut in four). The workers
+    decode (a few sections per task, submitted before the band's slabs: the queue is first in,
+    first out); threads of this process decoding instead made the allocator return and fault
+    in each decoded image again (13x the page faults, 2x the system time)."""
+    plan = work.plan
+    per = source.section_bytes * len(source.files)
+    cut = section_bands(plan, source)
+    ring.touch()
+
+    def fill(pool, band: Band, at: int) -> None:
+        first, last = band.start // per, band.end // per
+        step = max(1, -(-(last - first) // (4 * workers)))
+        parts = [
+            pool.submit(
+                _decode_sections,
+                plan.dataset,
+                source,
+                ring,
+                k,
+                min(k + step, last),
+                at + (k - first) * per,
+            )
+            for k in range(first, last, step)
+        ]
+        for part in parts:
+            part.result()
+
+    def task(band: Band, slab: int, at: int):
+        opened = source.windowed(ring, band.start // per, (band.end - band.start) // per, at)
+        return _band_slab, plan, work.root, slab, work.scratch, opened
+
+    with naming(plan.dataset):
+        _ring(plan, workers, cut, fill, task)
+
+
+def _decode_sections(dataset: str, source, ring: Path, first: int, last: int, at: int) -> None:
+    """Sections ``first..last`` decoded into ``ring`` from byte ``at`` (in a worker)."""
+    with naming(dataset), open(ring, "r+b", buffering=0) as out:
+        for k in range(first, last):
+            pixels = source.decode_section(k)
+            os.pwrite(out.fileno(), memoryview(pixels).cast("B"), at)
+            at += pixels.nbytes
+
+
+def _ring(plan: Plan, workers: int, cut: list[Band], fill, task) -> None:
+    """Each band ``fill``-ed into a slot of the ring (the pool, its byte offset), then its
+    slabs submitted (``task``: the call of one slab reading that slot); a slot is filled again
+    once every slab of the band before has read its box. A ring no smaller than everything (a
+    few deep bands: cube slabs) is unwrapped."""
     size = max(b.end - b.start for b in cut)  # every band's but the last
-    # a ring no smaller than the file (a few deep bands: cube slabs) is the file, unwrapped
     slots = RING_SLOTS if RING_SLOTS * size < cut[-1].end - cut[0].start else len(cut)
     context = multiprocessing.get_context("fork")
     _RELEASED[:] = [context.Semaphore(0) for _ in range(slots)]
     waiting = [0] * slots  # slabs of the band in each slot that have not read it yet
     futures = []
     try:
-        with (
-            naming(plan.dataset),
-            decompressing(data),
-            GzipStream(data) as stream,
-            open(ring, "wb") as out,
-            _pool(min(workers, plan.stages[0].count)) as pool,
-        ):
-            short = InputError(f"{data}: ends before the voxels its header describes")
-            head = bytes(stream.read(cut[0].start))
-            if len(head) < cut[0].start:
-                raise short
+        with _pool(min(workers, plan.stages[0].count)) as pool:
             try:
                 for b, band in enumerate(cut):
-                    slot, n = b % slots, band.end - band.start
+                    slot = b % slots
                     for _ in range(waiting[slot]):
                         _wait(_RELEASED[slot], futures)
-                    stream.seek(band.start)
-                    if stream.copy_to(out.fileno(), slot * size, n) < n:
-                        raise short
-                    window = (head, ring, band.start, n, slot * size)
+                    fill(pool, band, slot * size)
                     for i in band.slabs:
-                        args = (plan, work.root, i, work.scratch, window, slot)
-                        futures.append(pool.submit(_band_slab, *args))
+                        futures.append(pool.submit(*task(band, i, slot * size), slot))
                     waiting[slot] = len(band.slabs)
                 for future in futures:
                     future.result()
@@ -178,7 +278,6 @@ def _stage0_in_bands(work: Work, workers: int, ring: Path) -> bool:
                 raise
     finally:
         _RELEASED.clear()
-    return True
 
 
 def _wait(released, futures) -> None:
@@ -189,15 +288,18 @@ def _wait(released, futures) -> None:
                 future.result()
 
 
-def _band_slab(plan: Plan, root: Path, slab: int, scratch: Path, window: tuple, slot: int):
-    """A slab of stage 0 read from its band of the ring (in a forked worker); its slot is
-    released once the slab holds its box (a failed slab is seen by ``_wait`` instead)."""
+def _band_slab(plan: Plan, root: Path, slab: int, scratch: Path, window, slot: int):
+    """A slab of stage 0 read from its band of the ring (in a forked worker): ``window`` is a
+    .gz source's ``Window`` arguments, or the stack reading its band's sections (``windowed``);
+    its slot is released once the slab holds its box (a failed slab is seen by ``_wait``)."""
     from .sources.volume import VolumeSource, Window
 
-    with naming(plan.dataset), Window(*window) as band:
-        source = VolumeSource(Path(plan.source), window=band)
+    with naming(plan.dataset), contextlib.ExitStack() as stack:
+        if isinstance(window, tuple):
+            band = stack.enter_context(Window(*window))
+            window = VolumeSource(Path(plan.source), window=band)
         build_slab(
-            plan, root, 0, slab, scratch=scratch, opened=source, after_read=_RELEASED[slot].release
+            plan, root, 0, slab, scratch=scratch, opened=window, after_read=_RELEASED[slot].release
         )
 
 
@@ -210,24 +312,30 @@ def convert(work: Work, workers: int = 1) -> None:
     """One dataset, stage after stage, ``workers`` slabs of a stage at a time; then its
     ``info`` and its QC page."""
     plan = work.plan
-    ring = work.scratch / "source.bands" if _streamed(work) else None
+    opened = work.source
+    if opened is None and is_slice_stack(plan.source):
+        # its headers scanned once per job: the slabs (and workers) get this one
+        opened = open_source(plan.source, **plan.source_options)
+    ring = work.scratch / "source.bands" if _banded(work, opened) else None
     source = None  # the source decompressed whole (not in bands)
     # the scales a slab makes whole stay in memory for the QC page (lossless chunks only)
     held = {} if work.qc is not None and not plan.raw_copies else None
     try:
         for s, stage in enumerate(plan.stages):
             if s == 0 and ring is not None:
-                if _stage0_in_bands(work, max(workers, 1), ring):
+                if _stage0_in_bands(work, max(workers, 1), ring, opened):
                     continue
                 source = ring
             args = [(plan, work.root, s, i, work.scratch, source) for i in range(stage.count)]
+            first = opened if s == 0 and ring is None else None
             if workers < 2 or stage.count < 2:
-                opened = work.source if s == 0 and ring is None else None
                 for a in args:
-                    _slab(*a, held=held, opened=opened)
+                    _slab(*a, held=held, opened=first)
                 continue
+            # a volume's workers open their file again (a header); a stack goes as it is
+            shared = first if is_slice_stack(plan.source) else None
             with _pool(min(workers, stage.count)) as pool:
-                for future in [pool.submit(_slab, *a) for a in args]:
+                for future in [pool.submit(_slab, *a, opened=shared) for a in args]:
                     future.result()
     except BrokenProcessPool:
         raise InputError(

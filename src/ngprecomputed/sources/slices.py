@@ -34,6 +34,7 @@ What is read
     type) but no pixels.
 """
 
+import copy
 import glob
 import os
 import re
@@ -248,6 +249,8 @@ class SliceSource:
         channels = len(self._files) * self._samples
         self.shape = (*(stack[a] for a in self._perm), channels)
         self.affine = np.diag([*(self.voxel_size_mm[a] for a in self._perm), 1.0])
+        self._window = None  # (ring file, first section, sections, byte offset): see windowed
+        self._rows = None  # the buffer rows are read into from the ring
 
     def _check_images(self) -> ImageInfo:
         first = self._files[0][0]
@@ -283,6 +286,63 @@ class SliceSource:
         """The image files, per channel input, in slice order."""
         return [list(f) for f in self._files]
 
+    @property
+    def decodes_whole(self) -> bool:
+        """Is every section decoded whole to read any box of it (PNG, JPEG; a TIFF is read by
+        strips or tiles)? Then slabs side by side share their sections' decoding (a ring)."""
+        return all(p.suffix.lower() in _PIL for files in self._files for p in files)
+
+    @property
+    def section_bytes(self) -> int:
+        """Bytes of one decoded image: ``[rows, cols, samples]``."""
+        info = self._info
+        return info.height * info.width * info.samples * info.dtype.itemsize
+
+    def slice_axis(self) -> tuple[int, bool]:
+        """The RAS axis along which the sections follow each other, and whether it is flipped."""
+        axis = self._perm.index(2)
+        return axis, self._flips[axis]
+
+    def decode_section(self, index: int) -> np.ndarray:
+        """Section ``index`` of every channel input, decoded whole, one after the other (what
+        ``windowed`` reads back): ``[channel input, rows, cols, samples]``, C order."""
+        out = np.empty(
+            (len(self._files), self._info.height, self._info.width, self._samples), dtype=self.dtype
+        )
+        whole = ((0, self._info.height), (0, self._info.width))
+        for c, files in enumerate(self._files):
+            _read_region(files[index], *whole, out[c], self._info)
+        return out
+
+    def windowed(self, ring: Path, first: int, count: int, at: int) -> "SliceSource":
+        """This stack reading sections ``first..first+count`` from ``ring`` (bytes from ``at``,
+        as ``decode_section`` gave them) instead of decoding their files again."""
+        other = copy.copy(self)
+        other._window = (Path(ring), int(first), int(count), int(at))
+        other._rows = None
+        return other
+
+    def _from_ring(self, index: int, c: int, rows, cols) -> np.ndarray | None:
+        """``[rows, cols, samples]`` of section ``index`` of channel input ``c`` from the ring,
+        if it holds the section: its whole rows in one read into a buffer kept for the next
+        section (a new buffer, or a memory map, faults every page in again), then cut."""
+        if self._window is None:
+            return None
+        ring, first, count, at = self._window
+        if not first <= index < first + count:
+            return None
+        info = self._info
+        row = info.width * self._samples * info.dtype.itemsize
+        (r0, r1), (c0, c1) = rows, cols
+        offset = at + ((index - first) * len(self._files) + c) * self.section_bytes + r0 * row
+        shape = (r1 - r0, info.width, self._samples)
+        if self._rows is None or self._rows.shape != shape:
+            self._rows = np.empty(shape, self.dtype)  # one buffer for every section of a read
+        with open(ring, "rb", buffering=0) as f:
+            if os.preadv(f.fileno(), [self._rows], offset) < self._rows.nbytes:
+                raise InputError(f"{ring}: shorter than the sections it should hold")
+        return self._rows[:, c0:c1]
+
     def read(self, box: Box) -> np.ndarray:
         """Voxels of ``box`` (RAS voxel grid) as an array ``[x, y, z, channel]``."""
         box = tuple((int(a), int(b)) for a, b in box)
@@ -310,7 +370,11 @@ class SliceSource:
             for c, files in enumerate(self._files):
                 # [rows, cols, samples] of this section, written in place into ``out``
                 target = view[:, :, i, c * k : (c + 1) * k].transpose(1, 0, 2)
-                _read_region(files[index], rows, cols, target, self._info)
+                decoded = self._from_ring(index, c, rows, cols)
+                if decoded is None:
+                    _read_region(files[index], rows, cols, target, self._info)
+                else:
+                    target[...] = decoded
         return out
 
 
