@@ -34,11 +34,11 @@ What is read
     type) but no pixels.
 """
 
+import contextlib
 import copy
 import glob
 import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +174,7 @@ def _inspect_tiff(path: Path) -> ImageInfo:
         return ImageInfo(int(page.imagelength), int(page.imagewidth), samples, dtype)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _open_pil(path: Path):
     """``Image.open`` without Pillow's pixel limit: large sections are expected, not bombs."""
     from PIL import Image
@@ -250,7 +250,6 @@ class SliceSource:
         self.shape = (*(stack[a] for a in self._perm), channels)
         self.affine = np.diag([*(self.voxel_size_mm[a] for a in self._perm), 1.0])
         self._window = None  # (ring file, first section, sections, byte offset): see windowed
-        self._rows = None  # the buffer rows are read into from the ring
 
     def _check_images(self) -> ImageInfo:
         first = self._files[0][0]
@@ -319,29 +318,36 @@ class SliceSource:
         as ``decode_section`` gave them) instead of decoding their files again."""
         other = copy.copy(self)
         other._window = (Path(ring), int(first), int(count), int(at))
-        other._rows = None
         return other
 
-    def _from_ring(self, index: int, c: int, rows, cols) -> np.ndarray | None:
-        """``[rows, cols, samples]`` of section ``index`` of channel input ``c`` from the ring,
-        if it holds the section: its whole rows in one read into a buffer kept for the next
-        section (a new buffer, or a memory map, faults every page in again), then cut."""
+    def _ring_reader(self, stack: contextlib.ExitStack, rows: tuple[int, int]):
+        """None without a ring; else ``put(index, c, target, cols)``, which fills ``target``
+        ``[rows, cols, samples]`` from the ring and says whether it held section ``index`` of
+        channel input ``c``: the ring opened once per read, each section's whole rows read in
+        one ``preadv`` into one buffer (a new buffer, or a memory map, faults every page in
+        again), then cut."""
         if self._window is None:
             return None
         ring, first, count, at = self._window
-        if not first <= index < first + count:
-            return None
+        fd = os.open(ring, os.O_RDONLY)
+        stack.callback(os.close, fd)
         info = self._info
         row = info.width * self._samples * info.dtype.itemsize
-        (r0, r1), (c0, c1) = rows, cols
-        offset = at + ((index - first) * len(self._files) + c) * self.section_bytes + r0 * row
-        shape = (r1 - r0, info.width, self._samples)
-        if self._rows is None or self._rows.shape != shape:
-            self._rows = np.empty(shape, self.dtype)  # one buffer for every section of a read
-        with open(ring, "rb", buffering=0) as f:
-            if os.preadv(f.fileno(), [self._rows], offset) < self._rows.nbytes:
+        buffer = np.empty((rows[1] - rows[0], info.width, self._samples), self.dtype)
+
+        def put(index: int, c: int, target: np.ndarray, cols: tuple[int, int]) -> bool:
+            if not first <= index < first + count:
+                return False
+            section = (index - first) * len(self._files) + c
+            if (
+                os.preadv(fd, [buffer], at + section * self.section_bytes + rows[0] * row)
+                < buffer.nbytes
+            ):
                 raise InputError(f"{ring}: shorter than the sections it should hold")
-        return self._rows[:, c0:c1]
+            target[...] = buffer[:, cols[0] : cols[1]]
+            return True
+
+        return put
 
     def read(self, box: Box) -> np.ndarray:
         """Voxels of ``box`` (RAS voxel grid) as an array ``[x, y, z, channel]``."""
@@ -366,15 +372,14 @@ class SliceSource:
                 view = np.flip(view, s)
         cols, rows, (s0, s1) = ranges
         k = self._samples
-        for i, index in enumerate(range(s0, s1)):
-            for c, files in enumerate(self._files):
-                # [rows, cols, samples] of this section, written in place into ``out``
-                target = view[:, :, i, c * k : (c + 1) * k].transpose(1, 0, 2)
-                decoded = self._from_ring(index, c, rows, cols)
-                if decoded is None:
-                    _read_region(files[index], rows, cols, target, self._info)
-                else:
-                    target[...] = decoded
+        with contextlib.ExitStack() as stack:
+            from_ring = self._ring_reader(stack, rows)
+            for i, index in enumerate(range(s0, s1)):
+                for c, files in enumerate(self._files):
+                    # [rows, cols, samples] of this section, written in place into ``out``
+                    target = view[:, :, i, c * k : (c + 1) * k].transpose(1, 0, 2)
+                    if from_ring is None or not from_ring(index, c, target, cols):
+                        _read_region(files[index], rows, cols, target, self._info)
         return out
 
 
