@@ -16,12 +16,10 @@ and the plan in memory.
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +78,17 @@ def finalize(plan: Plan, root: Path, labels=None, gzip_index=None, scratch=None)
     finish(plan, root, labels)
 
 
+def _fork():
+    """The processes' context (imported here: a job of one worker never starts a process)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork")
+
+
 def _pool(workers: int):
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=_fork())
 
 
 def _banded(work: Work, source) -> bool:
@@ -256,7 +263,7 @@ def _ring(plan: Plan, workers: int, cut: list[Band], fill, task) -> None:
     few deep bands: cube slabs) is unwrapped."""
     size = max(b.end - b.start for b in cut)  # every band's but the last
     slots = RING_SLOTS if RING_SLOTS * size < cut[-1].end - cut[0].start else len(cut)
-    context = multiprocessing.get_context("fork")
+    context = _fork()
     _RELEASED[:] = [context.Semaphore(0) for _ in range(slots)]
     waiting = [0] * slots  # slabs of the band in each slot that have not read it yet
     futures = []
@@ -337,7 +344,7 @@ def convert(work: Work, workers: int = 1) -> None:
             with _pool(min(workers, stage.count)) as pool:
                 for future in [pool.submit(_slab, *a, opened=shared) for a in args]:
                     future.result()
-    except BrokenProcessPool:
+    except BrokenExecutor:  # a process pool's worker died
         raise InputError(
             f"dataset {plan.dataset}: a worker process was killed (out of memory? each holds "
             "a slab of voxels_per_job voxels)"
@@ -419,7 +426,7 @@ def convert_all(
         try:
             with _pool(min(workers, len(works))) as pool:
                 failed = list(pool.map(_convert_logged, works))
-        except BrokenProcessPool:
+        except BrokenExecutor:  # a process pool's worker died
             raise Failed("a worker process was killed (out of memory?)") from None
     failed = [f for f in failed if f]
     if failed:

@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -84,9 +85,32 @@ def guess_format(path: Path) -> str | None:
     return by_name
 
 
+_HEADERS = threading.Lock()
+
+
+@contextmanager
+def _header_reads():
+    """nibabel opens a .gz through indexed_gzip when it is installed, whose first read
+    decompresses 1 MiB: ~10 ms for a 348-byte header, paid twice by each ``nib.load`` (sniffing,
+    then the header) and again by each reopening. Headers are read through Python's gzip
+    instead (~1 ms): the same bytes, so the same image. A .gz's voxels are read through an index,
+    a decompressed copy or ISA-L (``VolumeSource._image``); a read racing the switch is only
+    slower."""
+    from nibabel import _compression
+
+    with _HEADERS:
+        had = getattr(_compression, "HAVE_INDEXED_GZIP", False)
+        _compression.HAVE_INDEXED_GZIP = False
+        try:
+            yield
+        finally:
+            _compression.HAVE_INDEXED_GZIP = had
+
+
 def _load(path: Path):
     try:
-        return nib.load(path)
+        with _header_reads():
+            return nib.load(path)
     except nib.filebasedimages.ImageFileError:
         if Path(path).suffix.lower() in nib.ecat.EcatImage.valid_exts:
             return nib.ecat.load(path)  # nib.load does not try ECAT
@@ -284,7 +308,8 @@ class VolumeSource:
     def _with_image_file(self, holder):
         files = {k: nib.FileHolder(filename=v.filename) for k, v in self._img.file_map.items()}
         files["image"] = holder
-        return type(self._img).from_file_map(files)
+        with _header_reads():
+            return type(self._img).from_file_map(files)
 
     def _plain(self, img) -> bool:
         """Plain voxels of the stored type in Fortran order at an offset (unscaled .nii, .img,
