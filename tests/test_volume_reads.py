@@ -5,6 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from ngprecomputed.errors import InputError
 from ngprecomputed.sources import open_source
 
 BOXES = [
@@ -107,3 +108,27 @@ def test_image_files_are_what_nibabel_reads(tmp_path):
     nib.Nifti1Image(data, np.eye(4)).to_filename(tmp_path / "one.nii.gz")
     assert image_files(tmp_path / "pair.hdr") == [tmp_path / "pair.hdr", tmp_path / "pair.img"]
     assert image_files(tmp_path / "one.nii.gz") == [tmp_path / "one.nii.gz"]
+
+
+def test_gz_headers_are_nibabels_and_indexed_gzip_is_restored(tmp_path):
+    """A .gz header read through Python's gzip (the fast path) gives nibabel's own image, and
+    nibabel's indexed_gzip reads are switched back on after it, also when the file is bad."""
+    from nibabel import _compression
+
+    before = _compression.HAVE_INDEXED_GZIP
+    data = np.arange(19 * 21 * 11, dtype=np.int16).reshape(19, 21, 11)
+    img = nib.Nifti1Image(data, np.diag([0.5, 0.5, 1.0, 1.0]))
+    img.header.set_slope_inter(0.5, 3.0)
+    path = tmp_path / "a.nii.gz"
+    nib.save(img, path)
+    source = open_source(path)
+    assert before == _compression.HAVE_INDEXED_GZIP
+    want = nib.load(path)
+    assert source.scaled and source.shape == (19, 21, 11, 1)
+    np.testing.assert_array_equal(source.affine, want.affine)
+    np.testing.assert_array_equal(source.read(BOXES[3])[..., 0], want.get_fdata())
+    bad = tmp_path / "b.nii.gz"
+    bad.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="b.nii.gz"):
+        open_source(bad)
+    assert before == _compression.HAVE_INDEXED_GZIP
