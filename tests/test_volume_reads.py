@@ -132,3 +132,18 @@ def test_gz_headers_are_nibabels_and_indexed_gzip_is_restored(tmp_path):
     with pytest.raises(InputError, match="b.nii.gz"):
         open_source(bad)
     assert before == _compression.HAVE_INDEXED_GZIP
+
+
+def test_a_gz_is_decompressed_once_per_read(tmp_path, monkeypatch):
+    """nibabel would try to memory-map the ISA-L stream, and numpy's memmap seeks to its end
+    first: a second decompression of the whole file. A read seeks forward only."""
+    from ngprecomputed.sources.volume import GzipStream
+
+    data = np.arange(19 * 21 * 11, dtype=np.uint8).reshape(19, 21, 11)
+    path = save(tmp_path, data, "a.nii.gz")
+    seeks = []
+    seek = GzipStream.seek
+    monkeypatch.setattr(GzipStream, "seek", lambda f, *a: seeks.append(a) or seek(f, *a))
+    got = open_source(path).read(BOXES[3])[..., 0]
+    np.testing.assert_array_equal(got, data)
+    assert seeks and all(a[1:] in ((), (0,)) for a in seeks), seeks

@@ -306,10 +306,13 @@ class VolumeSource:
             yield self._img
 
     def _with_image_file(self, holder):
+        """The image with its voxels in ``holder``. A stream (an index's, a band's, ISA-L's)
+        is never memory-mapped: numpy's memmap tries it by seeking to its end first, which
+        decompresses a .gz to its end before nibabel reads it from the start again."""
         files = {k: nib.FileHolder(filename=v.filename) for k, v in self._img.file_map.items()}
         files["image"] = holder
         with _header_reads():
-            return type(self._img).from_file_map(files)
+            return type(self._img).from_file_map(files, mmap=holder.fileobj is None)
 
     def _plain(self, img) -> bool:
         """Plain voxels of the stored type in Fortran order at an offset (unscaled .nii, .img,
