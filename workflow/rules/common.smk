@@ -1,8 +1,6 @@
 # Config, sample sheet and per-dataset plans. Plans come from file headers at parse time; a
 # source that does not exist yet (made by a host workflow's rule) is planned by the `plan`
 # checkpoint once it does.
-import atexit
-import gc
 import re
 import sys
 import threading
@@ -13,6 +11,7 @@ import yaml
 
 from ngprecomputed.batches import plan_jobs
 from ngprecomputed.errors import InputError
+from ngprecomputed.job import exit_without_collection
 from ngprecomputed.plan import Plan
 from ngprecomputed.settings import Options, source_options
 from ngprecomputed.resources import (
@@ -86,10 +85,7 @@ except InputError as e:
 WORK = RESULTS / ".work"
 LOGS = RESULTS / "logs"
 STARTED = time.time()
-# The interpreter's last garbage collection walks every object of Snakemake's ~1,400 modules
-# and of the DAG: 0.3-0.5 s of every run, a dry run too. Frozen first, it has nothing to do
-# (the process exits right after; atexit runs once Snakemake is done).
-atexit.register(gc.freeze)
+exit_without_collection()  # atexit runs once Snakemake is done
 
 
 def _sheet_path(value):
