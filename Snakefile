@@ -28,6 +28,10 @@ rule all:
         all_targets,
 
 
+onstart:
+    keep_pandas_out()
+
+
 onsuccess:
     finish(ok=True)
 

@@ -11,7 +11,7 @@ import yaml
 
 from ngprecomputed.batches import plan_jobs
 from ngprecomputed.errors import InputError
-from ngprecomputed.job import exit_without_collection
+from ngprecomputed.job import exit_without_collection, keep_pandas_out
 from ngprecomputed.plan import Plan
 from ngprecomputed.settings import Options, source_options
 from ngprecomputed.resources import (
