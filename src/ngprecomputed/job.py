@@ -58,8 +58,9 @@ def keep_pandas_out() -> None:
     first job starts, a tenth of a small dataset's run. Our params never are, and nothing of
     ours in this process reads pandas (annotation tables are read in their jobs); Snakemake
     then stores plain params (its metadata checks ``find_spec``: None too). Called once the
-    DAG is built (``onstart``); where pandas is loaded already (the SLURM plugin imports it),
-    nothing changes."""
+    DAG is built (``onstart``, which Snakemake runs for the main Snakefile only: a workflow
+    that uses ours as a module is left alone); where pandas is loaded already (the SLURM
+    plugin imports it), nothing changes."""
     if "pandas" not in sys.modules:
         sys.modules["pandas"] = None  # type: ignore[assignment]
 
