@@ -409,13 +409,14 @@ def test_float_histogram_counts_nan_apart(tmp_path):
     assert got["counts"] == [expected.tolist()]
 
 
+@pytest.mark.parametrize("size", [0, 7, 2**14, 300_001])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
-def test_8bit_values_are_counted_exactly(dtype):
-    """8-bit values counted two bytes at a time: every value's count, signed or not, with an
-    odd number of voxels, as ``np.unique`` counts them."""
+def test_8bit_values_are_counted_exactly(dtype, size):
+    """8-bit values counted as the rows of an 8-bit image, the rest of a row apart: every
+    value's count, signed or not, as ``np.unique`` counts them (no row, exactly one, many)."""
     rng = np.random.default_rng(3)
     info = np.iinfo(dtype)
-    v = rng.integers(info.min, info.max + 1, 300_001).astype(dtype)
+    v = rng.integers(info.min, info.max + 1, size).astype(dtype)
     values, counts = np.unique(v, return_counts=True)
     want = np.zeros(256, np.int64)
     want[values.astype(np.int64) - info.min] = counts
