@@ -420,7 +420,7 @@ def test_8bit_values_are_counted_exactly(dtype, size):
     values, counts = np.unique(v, return_counts=True)
     want = np.zeros(256, np.int64)
     want[values.astype(np.int64) - info.min] = counts
-    np.testing.assert_array_equal(qc._count_values(v, int(info.min), 256), want)
+    np.testing.assert_array_equal(qc.count_values(v, int(info.min), 256), want)
 
 
 def test_int16_rgb_channels_histograms(tmp_path):

@@ -20,6 +20,7 @@ from ngprecomputed.viewer import (
     display_range,
     looking_from,
     panel_orientation,
+    percentiles,
     source_transform,
     state,
     state_url,
@@ -108,6 +109,22 @@ def test_display_range():
     spiky[:3] = 9  # percentiles flat: the whole range instead
     assert display_range(spiky, "uint8") == [0.0, 9.0]
     assert display_range(np.full(10, 5, np.uint8), "uint8") is None
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 199, 12_345, 2**20 + 7])
+def test_uint8_percentiles_from_counts_are_numpys_to_the_bit(size):
+    """The same numbers as ``np.percentile`` (no tolerance) for uint8 values spread out,
+    few, skewed and sparse, at the display range's percentiles and at arbitrary ones."""
+    rng = np.random.default_rng(size)
+    spread = rng.integers(0, 256, size)
+    few = rng.integers(0, 3, size) * 85
+    skewed = np.clip(rng.normal(100, 40, size), 0, 255)
+    sparse = np.where(rng.random(size) < 0.99, 0, spread)
+    for values in (spread, few, skewed, sparse):
+        values = values.astype(np.uint8)
+        for q in ((0.5, 99.5), tuple(rng.uniform(0, 100, 5)), (0, 50, 100)):
+            want, got = np.percentile(values, q), percentiles(values, q)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (q, got, want)
 
 
 def test_datasets_skip_work_and_logs(results):

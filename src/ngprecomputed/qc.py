@@ -153,7 +153,7 @@ def label_counts(root: Path, info: dict, budget: int = SLAB_VOXELS, held: dict |
     if dtype.itemsize <= 2:
         total = np.zeros(2 ** (8 * dtype.itemsize), np.int64)
         for a in _scale0_slabs(root, info, budget, held):
-            total += _count_values(a.ravel(order="K"), int(np.iinfo(dtype).min), total.size)
+            total += count_values(a.ravel(order="K"), int(np.iinfo(dtype).min), total.size)
         ids = np.nonzero(total)[0]
         return ids.astype(np.uint64), total[ids]
     ids, counts = np.zeros(0, dtype), np.zeros(0, np.int64)
@@ -174,7 +174,7 @@ def _channel_rows(a: np.ndarray, channels: int) -> list[np.ndarray]:
     return [a[..., c].ravel(order="K") for c in range(channels)]
 
 
-def _count_values(v: np.ndarray, low: int, n: int, piece: int = 2**16) -> np.ndarray:
+def count_values(v: np.ndarray, low: int, n: int, piece: int = 2**16) -> np.ndarray:
     """How often each of ``n`` values (from ``low``) occurs in ``v``, counted a piece at a time:
     ``bincount`` makes an int64 copy of its input, and a whole slab's copy (8x its size) in
     fresh memory cost 10x the counting itself (measured: 0.17 s vs 0.012 s for 9 M voxels)."""
@@ -215,7 +215,7 @@ def value_histogram(
         exact = np.zeros((rows, 2 ** (8 * dtype.itemsize)), np.int64)
         for a in _scale0_slabs(root, info, budget, held):
             for r, v in enumerate(_channel_rows(a, info["num_channels"])):
-                exact[r] += _count_values(v, low, exact.shape[1])
+                exact[r] += count_values(v, low, exact.shape[1])
         present = np.nonzero(exact.sum(0))[0]
         if not present.size:
             return Histogram([], [[] for _ in range(rows)], None, None, [None] * rows, 0)

@@ -87,9 +87,14 @@ def to_display(plane: np.ndarray, info: dict, span: tuple[float, float]) -> np.n
         return label_colors(plane[..., 0])
     if plane.shape[2] == 3 and plane.dtype == np.uint8:
         return plane
-    v = plane[..., 0].astype(np.float64)
     lo, hi = span
-    return np.clip((np.nan_to_num(v, nan=lo) - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    if plane.dtype == np.uint8:  # each of the 256 levels mapped once, then looked up
+        return _grey(np.arange(256, dtype=np.float64), lo, hi)[plane[..., 0]]
+    return _grey(np.nan_to_num(plane[..., 0].astype(np.float64), nan=lo), lo, hi)
+
+
+def _grey(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((v - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
 
 
 def png_bytes(image: Image.Image) -> bytes:

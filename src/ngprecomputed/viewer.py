@@ -49,6 +49,7 @@ from .annotations.collection import SUMMARY
 from .errors import InputError
 from .info import read_info
 from .plan import NAMES_DIR
+from .qc import count_values
 from .store import ScaleStore, write_atomic
 
 DEFAULT_CLIENT = "https://neuroglancer-demo.appspot.com/"
@@ -243,12 +244,28 @@ def read_scale(dataset: Path, info: dict, k: int) -> np.ndarray:
     return store.read_box(tuple((0, n) for n in info["scales"][k]["size"]))
 
 
+def percentiles(values: np.ndarray, q) -> np.ndarray:
+    """``np.percentile(values, q)``, by its arithmetic (the linear method); uint8 values from
+    their counts: no partition of a copy of them (2 ms of a 1 mm T1's QC page)."""
+    if values.dtype != np.uint8 or values.size == 0:
+        return np.percentile(values, q)
+    n = values.size
+    virtual = (n - 1) * np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    below = np.minimum(np.floor(virtual), n - 1).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    order = np.cumsum(count_values(values.ravel(order="K"), 0, 256))
+    a, b = (np.searchsorted(order, k, side="right").astype(np.uint8) for k in (below, above))
+    t = virtual - below
+    diff = b - a  # b >= a: no wrap
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
 def display_range(values: np.ndarray, data_type: str) -> list[float] | None:
     """Percentiles of the finite values (integers for integer data); None if flat or empty."""
-    v = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    v = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel(order="K")
     if v.size == 0:
         return None
-    lo, hi = np.percentile(v, RANGE_PERCENTILES)
+    lo, hi = percentiles(v, RANGE_PERCENTILES)
     if np.dtype(data_type).kind != "f":
         lo, hi = float(np.floor(lo)), float(np.ceil(hi))
     if not hi > lo:
