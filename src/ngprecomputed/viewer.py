@@ -245,8 +245,9 @@ def read_scale(dataset: Path, info: dict, k: int) -> np.ndarray:
 
 
 def percentiles(values: np.ndarray, q) -> np.ndarray:
-    """``np.percentile(values, q)``, by its arithmetic (the linear method); uint8 values from
-    their counts: no partition of a copy of them (2 ms of a 1 mm T1's QC page)."""
+    """``np.percentile(values, q)`` for a sequence ``q``, by numpy's arithmetic (its linear
+    method); uint8 values from their counts: no partition of a copy of them (2 ms of a 1 mm
+    T1's QC page)."""
     if values.dtype != np.uint8 or values.size == 0:
         return np.percentile(values, q)
     n = values.size
