@@ -111,6 +111,15 @@ def test_display_range():
     assert display_range(np.full(10, 5, np.uint8), "uint8") is None
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
+def test_signed_percentiles_do_not_wrap(dtype):
+    """Neighbours further apart than the type holds (numpy's own subtraction wraps)."""
+    info = np.iinfo(dtype)
+    values = np.array([info.min, info.max, info.min, info.max], dtype)
+    assert percentiles(values, (50,)).tolist() == [(int(info.min) + int(info.max)) / 2]
+    assert display_range(values, np.dtype(dtype).name) == [float(info.min), float(info.max)]
+
+
 @pytest.mark.parametrize("size", [1, 2, 5, 199, 12_345, 2**20 + 7])
 def test_uint8_percentiles_from_counts_are_numpys_to_the_bit(size):
     """The same numbers as ``np.percentile`` (no tolerance) for uint8 values spread out,

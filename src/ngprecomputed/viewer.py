@@ -247,7 +247,10 @@ def read_scale(dataset: Path, info: dict, k: int) -> np.ndarray:
 def percentiles(values: np.ndarray, q) -> np.ndarray:
     """``np.percentile(values, q)`` for a sequence ``q``, by numpy's arithmetic (its linear
     method); uint8 values from their counts: no partition of a copy of them (2 ms of a 1 mm
-    T1's QC page)."""
+    T1's QC page). Signed integers are widened first: numpy subtracts neighbouring values in
+    their own type, which wraps (int16 -20000 and 20000: a median of 32768)."""
+    if values.dtype.kind == "i" and values.dtype.itemsize < 8:
+        values = values.astype(np.int64)
     if values.dtype != np.uint8 or values.size == 0:
         return np.percentile(values, q)
     n = values.size
