@@ -49,3 +49,44 @@ def test_pieces_do_not_change_the_result(monkeypatch):
     whole = downsample(a, (2, 2, 2), "mean")
     monkeypatch.setattr("ngprecomputed.downsample._PIECE_VOXELS", 300)
     np.testing.assert_array_equal(downsample(a, (2, 2, 2), "mean"), whole)
+
+
+def atlas_like(dtype, shape=(13, 11, 9), seed=7):
+    """Regions of a few labels, 2x2x2 blocks of one label mostly, some voxels changed."""
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    labels = np.array([info.min, 0, 1, info.max // 3, info.max], dtype=dtype)
+    coarse = rng.choice(labels, tuple(-(-n // 2) for n in shape))
+    fine = np.repeat(np.repeat(np.repeat(coarse, 2, 0), 2, 1), 2, 2)[: shape[0], : shape[1]]
+    fine = fine[..., : shape[2]].copy()
+    flip = rng.random(shape) < 0.05
+    fine[flip] = rng.choice(labels, int(flip.sum()))
+    return fine[..., None]
+
+
+@pytest.mark.parametrize("factor", FACTORS)
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64"])
+@pytest.mark.parametrize("layout", ["F", "C", "view"])
+def test_mode_of_mostly_uniform_blocks_in_any_layout(factor, dtype, layout):
+    """Uniform blocks are found by comparing rows (x pairs as one word): every type, odd edges,
+    F- and C-ordered arrays and a strided view give a true mode, and the input is unchanged."""
+    a = atlas_like(np.dtype(dtype))
+    if layout == "F":
+        a = np.asfortranarray(a)
+    elif layout == "view":
+        a = np.asfortranarray(atlas_like(np.dtype(dtype), (26, 11, 9)))[::2]
+    before = a.copy()
+    got = downsample(a, factor, "mode")
+    np.testing.assert_array_equal(a, before)
+    # the independent check takes labels >= 0 in int64: each label as its rank (same order)
+    _, ranks = np.unique(np.concatenate([a.ravel(), got.ravel()]), return_inverse=True)
+    assert_is_mode(ranks[: a.size].reshape(a.shape), ranks[a.size :].reshape(got.shape), factor)
+
+
+def test_mode_of_channels_is_each_channels_mode():
+    a = np.concatenate([atlas_like(np.dtype("uint16"), seed=s) for s in (1, 2)], axis=3)
+    got = downsample(np.asfortranarray(a), (2, 2, 2), "mode")
+    for c in range(2):
+        np.testing.assert_array_equal(
+            got[..., c], downsample(a[..., c : c + 1], (2, 2, 2), "mode")[..., 0]
+        )
