@@ -44,16 +44,19 @@ A peer that fails (or cannot be installed) shows as "fails" with its reason; the
 How. Ours: a sample sheet, then ``snakemake -s Snakefile --cores 2 --config samples=SHEET
 results=OUTDIR qc=false`` (QC on only in t1_batch40_qc) in a fresh empty folder, from a venv of
 what a user installs (OUT/peers/ours: ``pip install -e .`` with the constraints, no test extras;
-the peers run from this interpreter's venv, where they are installed). A side whose first run
-takes under SHORT_S (5 s) runs ROUNDS (5) times, the sides of a case taking turns, and its median
-run (by wall) is the one reported; a longer side runs once. A round's output is kept until
-the case is over (deleting it before the next round slowed every file that round created), and
-before each run everything written is flushed (``os.sync``): no side pays for the write-back of
-the side before. Each command runs under ``measure``:
+the peers run from this interpreter's venv, where they are installed). Each side runs once
+with the memory sampler, then timed without it (the sampler takes a third of a core); a side
+whose sampled run took under SHORT_S (5 s) runs ROUNDS (5) timed times, the sides of a case
+taking turns, and its median run (by wall) is the one reported; a longer side runs once
+more. Times and CPU come from the timed runs, peaks from the sampled one. A round's output is
+kept until the case is over (deleting it before the next round slowed every file that round
+created), and before each run everything written is flushed (``os.sync``): no side pays for
+the write-back of the side before. Each command runs under ``measure``:
   wall   time.perf_counter around the command(s)
   CPU    user + sys of the whole process tree: the kernel's RUSAGE_CHILDREN delta (every
          descendant that was waited for, which Snakemake's jobs are)
-  peak   summed PSS of the process tree(s) (psutil, see ``tree_rss``), sampled every 20 ms;
+  peak   summed PSS of the process tree(s) (psutil, see ``tree_rss``), sampled every 20 ms
+         (in the sampled run only);
          for several steps, the largest step's; for a pool, the largest sum over the processes
          running at once
 Ours also gets the largest job's peak: per job the larger of Snakemake's benchmark record
@@ -317,10 +320,12 @@ def last_line(log: Path) -> str:
     return (errors or lines or ["no output"])[-1][:200]
 
 
-def run_commands(cmds: list[list[str]], cwd: Path, log: Path, parallel: int = 1) -> Step:
-    """Run ``cmds``, at most ``parallel`` at a time; their wall time, tree CPU time and peak
-    summed RSS of the trees running at once. Output goes to ``log`` (a file, never a pipe that
-    could fill up while we poll)."""
+def run_commands(
+    cmds: list[list[str]], cwd: Path, log: Path, parallel: int = 1, sample: bool = True
+) -> Step:
+    """Run ``cmds``, at most ``parallel`` at a time; their wall time, tree CPU time and, when
+    ``sample``, the peak summed PSS of the trees running at once (else 0). Output goes to
+    ``log`` (a file, never a pipe that could fill up while we poll)."""
     cpu_before, busy_before, own_before = children_cpu(), machine_busy_cpu(), own_cpu()
     start = time.perf_counter()
     pending = list(cmds)
@@ -346,7 +351,8 @@ def run_commands(cmds: list[list[str]], cwd: Path, log: Path, parallel: int = 1)
                     except psutil.Error:
                         root = None  # already gone
                     running.append((cmd, proc, root))
-                peak = max(peak, sum(tree_rss(r) for _, _, r in running if r is not None))
+                if sample:
+                    peak = max(peak, sum(tree_rss(r) for _, _, r in running if r is not None))
                 for item in [r for r in running if r[1].poll() is not None]:
                     running.remove(item)
                     cmd, proc, _ = item
@@ -387,16 +393,18 @@ def fresh(cwd: Path, log: Path) -> None:
     os.sync()
 
 
-def measure(cmds: list[list[str]], cwd: Path, log: Path) -> Run:
+def measure(cmds: list[list[str]], cwd: Path, log: Path, sample: bool = True) -> Run:
     """Run ``cmds`` one after the other in ``cwd``, made afresh and empty."""
     fresh(cwd, log)
-    return Run([run_commands([cmd], cwd, log) for cmd in cmds])
+    return Run([run_commands([cmd], cwd, log, sample=sample) for cmd in cmds])
 
 
-def measure_pool(cmds: list[list[str]], cwd: Path, log: Path, parallel: int) -> Run:
+def measure_pool(
+    cmds: list[list[str]], cwd: Path, log: Path, parallel: int, sample: bool = True
+) -> Run:
     """Run ``cmds`` ``parallel`` at a time in ``cwd``, made afresh and empty: one step."""
     fresh(cwd, log)
-    return Run([run_commands(cmds, cwd, log, parallel)])
+    return Run([run_commands(cmds, cwd, log, parallel, sample)])
 
 
 # ---------------------------------------------------------------- inputs
@@ -539,7 +547,9 @@ def snakemake_cmd(sheet: Path, results: Path, *extra: str) -> list[str]:
     ]
 
 
-def ours(rows: dict[str, dict], work: Path, log: Path, qc: bool = False) -> Run:
+def ours(
+    rows: dict[str, dict], work: Path, log: Path, qc: bool = False, sample: bool = True
+) -> Run:
     """The workflow on a sheet of ``rows``, run in the fresh empty folder ``work``; the sheet
     is written beside it. QC off by default: the conversion only, like the peers."""
     sheet = work.with_name(f"{work.name}.csv")
@@ -548,7 +558,7 @@ def ours(rows: dict[str, dict], work: Path, log: Path, qc: bool = False) -> Run:
     cmd = snakemake_cmd(sheet, results)
     if not qc:
         cmd.append("qc=false")
-    run = measure([cmd], work, log)
+    run = measure([cmd], work, log, sample)
     run.steps[0].label = "snakemake"
     run.jobs = jobs_of(results / "logs")
     return run
@@ -713,10 +723,11 @@ class Side:
     """One writer's measurement in a case: "ours" (or "ours ...") or a peer."""
 
     name: str
-    run: Callable[[Path, Path], Run]  # (fresh work folder, log) -> measured run
+    run: Callable[[Path, Path, bool], Run]  # (fresh work folder, log, sample) -> measured run
     dataset: Callable[[Path], Path] | None = None  # work folder -> a dataset to spot-check
-    runs: list[Run] = field(default_factory=list)  # one, or ROUNDS when the first is short
-    result: Run | None = None  # the median of runs (by wall)
+    memory: Run | None = None  # the run sampled for memory (its times are not reported)
+    runs: list[Run] = field(default_factory=list)  # timed: one, or ROUNDS for a short side
+    result: Run | None = None  # the median of runs (by wall), with the peaks of ``memory``
     error: str | None = None  # one line
     check: str = "-"
     size: float | None = None  # MB on disk of its output
@@ -760,7 +771,7 @@ def ours_side(rows: dict[str, dict], qc: bool = False, name: str = "ours") -> Si
     first = next(iter(rows))
     return Side(
         name,
-        lambda work, log: ours(rows, work, log, qc),
+        lambda work, log, sample: ours(rows, work, log, qc, sample),
         lambda work: work / "results" / first,
     )
 
@@ -774,11 +785,11 @@ def command_side(
     """A side that runs ``commands(work/out)``, in sequence or ``parallel`` at a time; its
     spot-checked dataset is ``work/out/dataset`` (None: no dataset)."""
 
-    def run(work: Path, log: Path) -> Run:
+    def run(work: Path, log: Path, sample: bool) -> Run:
         cmds = commands(work / "out")
         if parallel:
-            return measure_pool(cmds, work, log, parallel)
-        return measure(cmds, work, log)
+            return measure_pool(cmds, work, log, parallel, sample)
+        return measure(cmds, work, log, sample)
 
     if dataset is None:
         return Side(name, run)
@@ -993,25 +1004,37 @@ def run_case(case: Case, out: Path) -> None:
 
 
 def _run_case(case: Case, out: Path) -> None:
-    """Each side, then the spot checks; a failure is recorded, the others go on. A side whose
-    first run is short (SHORT_S) runs ROUNDS times, the sides taking turns, and keeps its
-    median run: one run of a two-second case is mostly this machine's noise."""
-    for turn in range(ROUNDS):
+    """Each side, then the spot checks; a failure is recorded, the others go on. Each side
+    first runs once sampled for memory, then runs timed without the sampler (it reads every
+    process's smaps each 20 ms: 8 ms of CPU a sample here, a third of a core, which added
+    0.4-0.5 s to each side of a 1.5 s case); a side whose sampled run is short (SHORT_S) runs
+    ROUNDS timed times, the sides taking turns, and keeps its median run: one run of a
+    two-second case is mostly this machine's noise."""
+    for turn in range(-1, ROUNDS):
         for side in case.sides:
-            if side.error or (turn and side.runs[0].wall >= SHORT_S):
+            if side.error or (turn > 0 and side.memory.wall >= SHORT_S):
                 continue
             slug = side.name.replace(" ", "_")
             try:
-                side.runs.append(
-                    side.run(side_folder(out, case, side), out / "logs" / f"{slug}_{case.name}.log")
+                run = side.run(
+                    side_folder(out, case, side),
+                    out / "logs" / f"{slug}_{case.name}.log",
+                    turn < 0,
                 )
             except CommandFailed as exc:
                 side.error = exc.line
                 print(f"FAILED {case.name} {side.name}: {exc}", file=sys.stderr)
+                continue
+            if turn < 0:
+                side.memory = run
+            else:
+                side.runs.append(run)
     for side in case.sides:
         if side.error:
             continue
         side.result = sorted(side.runs, key=lambda r: r.wall)[len(side.runs) // 2]
+        for step, sampled in zip(side.result.steps, side.memory.steps, strict=True):
+            step.peak = sampled.peak
         work = side_folder(out, case, side)
         dataset = side.dataset(work) if side.dataset else None
         if dataset is None or not dataset.is_dir():
