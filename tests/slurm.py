@@ -209,13 +209,22 @@ def ensure_slurm() -> None:
     _wait_ready(socket.gethostname().split(".")[0])
 
 
-def ended_jobs() -> dict[str, dict[str, str]]:
+def jobcomp_mark() -> int:
+    """Where ``JOBCOMP`` ends now: pass it to ``ended_jobs`` to see only the jobs that end later
+    (the file outlives a test run, and a rerun's ``tmp_path`` and job ids can repeat old ones)."""
+    return JOBCOMP.stat().st_size if JOBCOMP.exists() else 0
+
+
+def ended_jobs(since: int = 0) -> dict[str, dict[str, str]]:
     """SLURM's job completion records (``jobcomp/filetxt``: one ``key=value`` line per job that
-    ended), by job id."""
+    ended) written after byte ``since`` of the file, by job id."""
     if not JOBCOMP.exists():
         return {}
+    with JOBCOMP.open("rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
     jobs = {}
-    for line in JOBCOMP.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
         if "JobId" in fields:
             jobs[fields["JobId"]] = fields

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from slurm import SlurmError, ended_jobs, ensure_slurm
+from slurm import SlurmError, ended_jobs, ensure_slurm, jobcomp_mark
 
 from conftest import ROOT, package_file, snakemake, write_sheet
 
@@ -81,6 +81,7 @@ def test_slurm_profile_runs_every_job_through_sbatch_and_matches_a_local_run(
     config += ["results=results"]
     for side in ("local", "cluster"):
         (tmp_path / side).mkdir()
+    mark = jobcomp_mark()
     on_cluster = start_on_slurm(tmp_path / "cluster", *config)
     snakemake(tmp_path / "local", *config)  # meanwhile (that one mostly waits for SLURM)
     code = on_cluster.wait(timeout=900)
@@ -99,7 +100,7 @@ def test_slurm_profile_runs_every_job_through_sbatch_and_matches_a_local_run(
     local_logs = (tmp_path / "local" / "results" / "logs").glob("*/*.log")
     assert not any(IN_SLURM_JOB.search(p.read_text()) for p in local_logs)
     # SLURM's own records: each of those jobs ended COMPLETED with exit code 0.
-    ended = ended_jobs()
+    ended = ended_jobs(since=mark)
     for log, job in job_of.items():
         record = ended.get(job, {})
         assert (record.get("JobState"), record.get("ExitCode")) == ("COMPLETED", "0:0"), (
@@ -133,6 +134,7 @@ def test_a_job_given_too_little_memory_is_killed_by_slurm_and_its_retry_succeeds
     config = ["results/t1/info", "--config", f"samples={sheet}", "results=results"]
     (tmp_path / "cluster").mkdir()
     (tmp_path / "local").mkdir()
+    mark = jobcomp_mark()
     on_cluster = start_on_slurm(
         tmp_path / "cluster",
         *config,
@@ -145,7 +147,7 @@ def test_a_job_given_too_little_memory_is_killed_by_slurm_and_its_retry_succeeds
     assert code == 0, f"snakemake on SLURM failed:\n{out[-6000:]}"
     runs = sorted(
         (int(job), r)
-        for job, r in ended_jobs().items()
+        for job, r in ended_jobs(since=mark).items()
         if r.get("WorkDir") == str(tmp_path / "cluster")
     )
     assert [r["JobState"] for _, r in runs] == ["FAILED", "COMPLETED"], runs
